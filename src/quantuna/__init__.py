@@ -1,0 +1,45 @@
+"""quantuna: search the int8 quantization configurations of an ONNX model with Optuna.
+
+The public API is re-exported here and imported lazily, so ``import quantuna`` stays light:
+
+>>> import quantuna
+>>> result = quantuna.tune("studies/digits.yaml", n_trials=40)  # doctest: +SKIP
+>>> result.best().config.to_yaml()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "tune": "quantuna.api",
+    "load_results": "quantuna.study",
+    "run_study": "quantuna.study",
+    "apply": "quantuna.export",
+    "export_trial": "quantuna.export",
+    "ExportedConfig": "quantuna.export",
+    "Quantization": "quantuna.api",
+    "QuantConfig": "quantuna.config",
+    "StudySpec": "quantuna.spec",
+    "load_spec": "quantuna.spec",
+    "TuneResult": "quantuna.results",
+    "TrialResult": "quantuna.results",
+    "QuantunaError": "quantuna.errors",
+    "SpecError": "quantuna.errors",
+    "TrialError": "quantuna.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'quantuna' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,155 @@
+"""``RangeCache``: tensor ranges computed once per calibration setting, kept on disk.
+
+The key is ours: (model sha256, calibration method and its parameters, calibration size,
+calibration data sha256). onnxruntime's own ``calibration_cache_path`` checks only the method.
+Ranges are computed for every quantizable op type, so trials that quantize fewer op types reuse
+them. A file lock makes concurrent local workers compute each setting once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantuna.config import QuantConfig
+from quantuna.data import Batch, Dataset
+
+logger = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Where a calibration setting's ranges lie, and whether this call computed them."""
+
+    path: Path
+    reused: bool
+    seconds: float
+
+
+class _Reader:
+    """An onnxruntime ``CalibrationDataReader`` over equal-size batches."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self._batches = batches
+        self._iter: Iterator[Batch] = iter(batches)
+
+    def get_next(self) -> Batch | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def range_key(model_sha256: str, setting: dict[str, Any], data_sha256: str) -> str:
+    """The cache key of a calibration setting."""
+    payload = json.dumps(
+        {"v": CACHE_VERSION, "model": model_sha256, "setting": setting, "data": data_sha256},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held for the ``with`` block (other local processes wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def compute_ranges(
+    model_path: Path, config: QuantConfig, calibration: Dataset, batch_size: int, out: Path
+) -> None:
+    """Run onnxruntime's calibrator for ``config``'s setting and save the ranges to ``out``."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    assert config.calibration_setting is not None and config.calibration_size is not None
+    method = CalibrationMethod[config.calibrate_method or "MinMax"]
+    # onnxruntime's spellings of the calibration options live here and nowhere else.
+    options: dict[str, Any] = {"symmetric": bool(config.activation_symmetric)}
+    if method == CalibrationMethod.Percentile:
+        options["percentile"] = config.percentile
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    data = calibration.head(config.calibration_size)
+    reader = _Reader(data.equal_batches(batch_size))
+    with tempfile.TemporaryDirectory(prefix="quantuna-calib-") as tmp:
+        calibrator = create_calibrator(
+            model_path,
+            op_types,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=method,
+            extra_options=options,
+        )
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+        if captured.getvalue().strip():
+            logger.debug("onnxruntime calibration output: %s", captured.getvalue().strip())
+        del calibrator
+    save_tensors_data(ranges, out)
+
+
+class RangeCache:
+    """Tensor ranges on disk under ``directory``, one JSON file per calibration setting.
+
+    Args:
+        directory: the cache folder (``<spec>.quantuna/ranges`` for a study).
+        model_path: the fp32 model.
+        model_sha256: its hash (part of the key).
+        calibration: the calibration data set (its hash is part of the key).
+        batch_size: the calibration batch size (batches are made equal in size).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        model_path: Path,
+        model_sha256: str,
+        calibration: Dataset,
+        batch_size: int,
+    ) -> None:
+        self.directory = directory
+        self.model_path = model_path
+        self.model_sha256 = model_sha256
+        self.calibration = calibration
+        self.batch_size = batch_size
+
+    def path_for(self, config: QuantConfig) -> Path:
+        """The cache file of ``config``'s calibration setting."""
+        assert config.calibration_setting is not None
+        setting = dict(config.calibration_setting, batch_size=self.batch_size)
+        key = range_key(self.model_sha256, setting, self.calibration.sha256)
+        return self.directory / f"{config.calibrate_method}-{key}.json"
+
+    def get(self, config: QuantConfig) -> Ranges:
+        """The ranges of ``config``'s setting, computed now if no process has computed them yet."""
+        start = time.perf_counter()
+        path = self.path_for(config)
+        if path.is_file():
+            return Ranges(path, True, time.perf_counter() - start)
+        with file_lock(path.with_suffix(".lock")):
+            if path.is_file():  # another local worker computed it while we waited
+                return Ranges(path, True, time.perf_counter() - start)
+            logger.info("calibrating %s (%s samples)", config.calibrate_method, config.calibration_size)
+            compute_ranges(self.model_path, config, self.calibration, self.batch_size, path)
+        return Ranges(path, False, time.perf_counter() - start)

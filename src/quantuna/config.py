@@ -1,0 +1,140 @@
+"""``QuantConfig``: one point of the search space, frozen, hashable and portable as YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import yaml
+
+from quantuna.errors import SpecError
+
+Approach = Literal["fp32", "static", "dynamic"]
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A quantization configuration, normalised so that equal behaviour means equal value.
+
+    Fields that do not apply are ``None`` (a dynamic config has no calibration method, the fp32
+    config has nothing but ``approach``), so two trials that would build the same model share one
+    :meth:`key` and the second reuses the first's measurement.
+
+    Attributes:
+        approach: ``fp32`` (the unquantized model), ``static`` or ``dynamic``.
+        quant_format: ``QDQ`` or ``QOperator`` (static only).
+        types: activation/weight type pair: ``U8S8``, ``U8U8`` or ``S8S8``.
+        per_channel: per-channel weight scales.
+        reduce_range: 7-bit weights (avoids int8 saturation on CPUs without VNNI).
+        activation_symmetric: symmetric activation ranges (static only).
+        weight_symmetric: symmetric weight ranges.
+        calibrate_method: ``MinMax``, ``Entropy`` or ``Percentile`` (static only).
+        percentile: the percentile of ``Percentile`` calibration.
+        calibration_size: how many calibration samples (static only).
+        op_types: the operator types quantized, sorted.
+        first_node_fp32: keep the first compute node in fp32.
+        last_node_fp32: keep the last compute node in fp32.
+        exclude_nodes: further node names kept in fp32, sorted.
+    """
+
+    approach: Approach = "fp32"
+    quant_format: str | None = None
+    types: str | None = None
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    activation_symmetric: bool | None = None
+    weight_symmetric: bool | None = None
+    calibrate_method: str | None = None
+    percentile: float | None = None
+    calibration_size: int | None = None
+    op_types: tuple[str, ...] = ()
+    first_node_fp32: bool | None = None
+    last_node_fp32: bool | None = None
+    exclude_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op_types", tuple(sorted(self.op_types)))
+        object.__setattr__(self, "exclude_nodes", tuple(sorted(self.exclude_nodes)))
+
+    @property
+    def is_fp32(self) -> bool:
+        """True for the unquantized model."""
+        return self.approach == "fp32"
+
+    @property
+    def calibration_setting(self) -> dict[str, Any] | None:
+        """What the tensor ranges depend on (besides model and data); ``None`` without calibration."""
+        if self.approach != "static":
+            return None
+        return {
+            "calibrate_method": self.calibrate_method,
+            "percentile": self.percentile,
+            "calibration_size": self.calibration_size,
+            "activation_symmetric": self.activation_symmetric,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, ``None`` fields left out; the inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None or value == ():
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> QuantConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        values = dict(data)
+        for key in ("op_types", "exclude_nodes"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if values.get("approach", "fp32") not in ("fp32", "static", "dynamic"):
+            raise SpecError(f"{where}: approach: {values['approach']!r} is not fp32, static or dynamic")
+        return cls(**values)
+
+    def key(self) -> str:
+        """A stable hash of the config: equal configs, equal keys, in every process."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The config as a YAML mapping."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def summary(self) -> str:
+        """A short human label, e.g. ``static QDQ U8S8 MinMax pc rr [Conv,Gemm]``."""
+        if self.is_fp32:
+            return "fp32"
+        parts: list[str] = [self.approach]
+        if self.quant_format:
+            parts.append(self.quant_format)
+        parts.append(self.types or "")
+        if self.calibrate_method:
+            method = self.calibrate_method
+            if method == "Percentile":
+                method += f"({self.percentile})"
+            parts.append(f"{method}/{self.calibration_size}")
+        flags = [
+            name
+            for name, on in (
+                ("per-channel", self.per_channel),
+                ("reduce-range", self.reduce_range),
+                ("sym-act", self.activation_symmetric),
+                ("asym-w", self.weight_symmetric is False),
+                ("first-fp32", self.first_node_fp32),
+                ("last-fp32", self.last_node_fp32),
+            )
+            if on
+        ]
+        parts.extend(flags)
+        parts.append("[" + ",".join(self.op_types) + "]")
+        if self.exclude_nodes:
+            parts.append(f"-{len(self.exclude_nodes)} nodes")
+        return " ".join(p for p in parts if p)

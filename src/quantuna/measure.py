@@ -1,0 +1,189 @@
+"""``measure()``: one model file -> its objective values, measured with onnxruntime.
+
+Three separate passes, so that none distorts another:
+
+1. accuracy: a session at full graph optimisation runs the evaluation set (custom objectives'
+   ``start()``/``end()`` wrap every batch); the metric turns the outputs into one number;
+2. footprint and latency, under a per-host lock so that local workers never time at once:
+   the session is created inside the Footprint region, then a warm-up and a timed loop with fixed
+   intra-op threads, one Performance ``start()``/``end()`` per iteration, the median reported;
+3. model size: the bytes of the file.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantuna.calibrate import file_lock
+from quantuna.data import Dataset
+from quantuna.errors import TrialError
+from quantuna.metrics import Metric
+from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
+from quantuna.spec import MeasureSection
+
+EvalFunc = Callable[[Any], float]
+BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one model measured: objective values by name (in their units) and side facts."""
+
+    values: dict[str, float]
+    throughput: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def latency_lock_path() -> Path:
+    """The per-host lock that serialises latency loops of local workers."""
+    return Path(tempfile.gettempdir()) / f"quantuna-latency-{os.getuid()}.lock"
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _accuracy(
+    path: Path,
+    evaluation: Dataset,
+    metric: Metric,
+    batch_size: int,
+    output: str | None,
+    threads: int,
+    custom: Sequence[Objective],
+    eval_func: EvalFunc | None,
+) -> float:
+    if eval_func is not None:
+        import onnx
+
+        model = onnx.load(str(path))
+        for obj in custom:
+            obj.start()
+        value = eval_func(model)
+        for obj in custom:
+            obj.end()
+        return float(value)
+    session = _session(path, threads)
+    output_name = output or session.get_outputs()[0].name
+    chunks = []
+    for batch, _ in evaluation.batches(batch_size):
+        for obj in custom:
+            obj.start()
+        (result,) = session.run([output_name], batch)
+        for obj in custom:
+            obj.end()
+        chunks.append(result)
+    return float(metric.fn(np.concatenate(chunks), evaluation.labels))
+
+
+def measure(
+    path: Path,
+    *,
+    objectives: Sequence[Objective],
+    evaluation: Dataset,
+    metric: Metric,
+    settings: MeasureSection,
+    eval_batch_size: int,
+    output: str | None = None,
+    eval_func: EvalFunc | None = None,
+) -> Measurement:
+    """Measure one model file with every objective.
+
+    Args:
+        path: the model to measure.
+        objectives: the study's objective instances; each is ``reset()`` first.
+        evaluation: the evaluation set.
+        metric: the accuracy metric.
+        settings: the spec's ``measure`` section.
+        eval_batch_size: the evaluation batch size.
+        output: the model output the metric reads (default: the first).
+        eval_func: a user's ``eval_func(onnx.ModelProto) -> float`` replacing the metric pass.
+
+    Raises:
+        TrialError: the model cannot run, or the accuracy is not a finite number.
+    """
+    for obj in objectives:
+        obj.reset()
+    custom = [o for o in objectives if not isinstance(o, BUILTIN_KINDS)]
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        accuracy = _accuracy(
+            path, evaluation, metric, eval_batch_size, output,
+            settings.accuracy_threads, custom, eval_func,
+        )
+    except TrialError:
+        raise
+    except Exception as exc:
+        raise TrialError(f"evaluation failed: {type(exc).__name__}: {exc}") from exc
+    if not math.isfinite(accuracy):
+        raise TrialError(f"evaluation returned {accuracy}, not a finite number")
+    seconds["evaluate"] = time.perf_counter() - start
+    for obj in objectives:
+        if isinstance(obj, Accuracy):
+            obj.start()
+            obj.end(accuracy)
+
+    perf = [o for o in objectives if isinstance(o, Performance)]
+    foot = [o for o in objectives if isinstance(o, Footprint)]
+    throughput = None
+    if perf or foot:
+        p = settings.performance
+        first = next(evaluation.batches(p.batch_size))[0]
+        with file_lock(latency_lock_path()):
+            start = time.perf_counter()
+            try:
+                gc.collect()
+                for obj in foot:
+                    obj.start()
+                session = _session(path, p.threads)
+                session.run(None, first)
+                for obj in foot:
+                    obj.end()
+                for _ in range(p.warmup):
+                    session.run(None, first)
+                for _ in range(p.iterations if perf else 0):
+                    for obj in perf:
+                        obj.start()
+                    session.run(None, first)
+                    for obj in perf:
+                        obj.end()
+            except Exception as exc:
+                raise TrialError(f"timing run failed: {type(exc).__name__}: {exc}") from exc
+            del session
+            seconds["timing"] = time.perf_counter() - start
+        if perf:
+            throughput = perf[0].throughput(p.batch_size)
+    for obj in objectives:
+        if isinstance(obj, ModelSize):
+            obj.model = path
+            obj.start()
+            obj.end()
+    values = {_name(o): float(o.result()) for o in objectives}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise TrialError(f"objective values are not finite: {bad}")
+    return Measurement(values=values, throughput=throughput, seconds=seconds)
+
+
+def _name(obj: Objective) -> str:
+    return str(obj.representation).lower()

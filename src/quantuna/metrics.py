@@ -1,0 +1,84 @@
+"""Accuracy metrics over a model's evaluation outputs: built-ins or a user's ``module:function``.
+
+A metric is ``metric(outputs, labels) -> float`` where ``outputs`` is the chosen model output for
+the whole evaluation set (batches concatenated) and ``labels`` the evaluation labels (or ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantuna.errors import SpecError
+
+MetricFn = Callable[[np.ndarray, "np.ndarray | None"], float]
+
+
+def top_k(k: int) -> MetricFn:
+    """Top-k classification accuracy against integer labels."""
+
+    def metric(outputs: np.ndarray, labels: np.ndarray | None) -> float:
+        if labels is None:
+            raise ValueError(f"top{k} needs labels")
+        scores = outputs.reshape(len(outputs), -1)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return float(np.mean(np.any(best == labels.reshape(-1, 1), axis=1)))
+
+    return metric
+
+
+def mse(outputs: np.ndarray, labels: np.ndarray | None) -> float:
+    """Mean squared error against the labels (lower is better)."""
+    if labels is None:
+        raise ValueError("mse needs labels")
+    diff = outputs.astype(np.float64).reshape(labels.shape) - labels
+    return float(np.mean(diff * diff))
+
+
+def cosine(outputs: np.ndarray, labels: np.ndarray | None) -> float:
+    """Mean cosine similarity of each output row with its label row."""
+    if labels is None:
+        raise ValueError("cosine needs labels")
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = labels.reshape(len(labels), -1).astype(np.float64)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric with its direction."""
+
+    name: str
+    fn: MetricFn
+    higher_is_better: bool
+    needs_labels: bool = True
+
+
+BUILTIN_METRICS: dict[str, Metric] = {
+    "top1": Metric("top1", top_k(1), True),
+    "top5": Metric("top5", top_k(5), True),
+    "mse": Metric("mse", mse, False),
+    "cosine": Metric("cosine", cosine, True),
+}
+
+
+def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> Metric:
+    """A built-in metric by name, or a user's ``package.module:function``."""
+    if name in BUILTIN_METRICS:
+        metric = BUILTIN_METRICS[name]
+    elif ":" in name:
+        from quantuna.data import import_reference
+
+        fn = import_reference(name, where=where)
+        if not callable(fn):
+            raise SpecError(f"{where}: {name} is not callable")
+        metric = Metric(name, fn, True, needs_labels=False)
+    else:
+        known = ", ".join(BUILTIN_METRICS)
+        raise SpecError(f"{where}: unknown metric {name!r} (built-ins: {known}; or 'pkg.mod:fn')")
+    if higher_is_better is not None:
+        metric = Metric(metric.name, metric.fn, higher_is_better, metric.needs_labels)
+    return metric

@@ -1,0 +1,107 @@
+"""What quantuna needs to know about an ONNX model: inputs, compute nodes, op types, sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantuna.errors import SpecError
+
+# Operator types that carry the arithmetic; the others follow their neighbours' precision.
+COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU")
+# Operator types onnxruntime quantizes that a spec may give an int8/fp32 knob by default.
+DEFAULT_KNOB_OP_TYPES = COMPUTE_OP_TYPES + ("Add", "Mul", "Concat", "AveragePool", "MaxPool")
+_ONNX_TO_NUMPY = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One graph input: name, numpy dtype and shape (``None`` for a symbolic dimension)."""
+
+    name: str
+    dtype: type
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model file, checked, with what the search space and the data checks need."""
+
+    path: Path
+    sha256: str
+    inputs: tuple[InputInfo, ...]
+    outputs: tuple[str, ...]
+    op_types: tuple[str, ...]
+    compute_nodes: tuple[str, ...]
+
+    @property
+    def first_compute_node(self) -> str | None:
+        """The first compute node in graph order."""
+        return self.compute_nodes[0] if self.compute_nodes else None
+
+    @property
+    def last_compute_node(self) -> str | None:
+        """The last compute node in graph order."""
+        return self.compute_nodes[-1] if self.compute_nodes else None
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect_model(path: Path, *, where: str = "model") -> ModelInfo:
+    """Load and check an ONNX model file.
+
+    Raises:
+        SpecError: the file is missing, is not ONNX, or fails ``onnx.checker``.
+    """
+    if not path.is_file():
+        raise SpecError(f"{where}: model file {path} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"{where}: {path} is not a valid ONNX model ({reason[:200]})") from None
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        inputs.append(InputInfo(value.name, _ONNX_TO_NUMPY.get(tensor.elem_type, np.float32), dims))
+    unnamed = [i for i, node in enumerate(graph.node) if not node.name]
+    if unnamed:
+        raise SpecError(
+            f"{where}: {path} has {len(unnamed)} unnamed nodes; quantuna needs node names to keep "
+            "nodes in fp32 (name them, e.g. with onnxruntime.quantization.quant_pre_process)"
+        )
+    compute = tuple(n.name for n in graph.node if n.op_type in COMPUTE_OP_TYPES)
+    return ModelInfo(
+        path=path,
+        sha256=sha256_file(path),
+        inputs=tuple(inputs),
+        outputs=tuple(o.name for o in graph.output),
+        op_types=tuple(sorted({n.op_type for n in graph.node})),
+        compute_nodes=compute,
+    )

@@ -1,0 +1,174 @@
+"""What a study found: ``TrialResult`` records, the feasible Pareto set, and the pick rules.
+
+Pick rules (``TuneResult.pick(rule)``):
+
+- ``weighted`` (default): Neural Compressor's ``best_result``: over the candidates (the feasible
+  Pareto set in pareto mode, every measured trial in weighted mode) each objective is normalised
+  to [0, 1] against the baseline and weighted; trials missing the accuracy target score 0.
+- ``best:<objective>``: the feasible trial best on that objective (ties: higher accuracy).
+- ``score``: weighted mode only, the trial with the highest Optuna value (sum of baseline ratios).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from quantuna.config import QuantConfig
+from quantuna.errors import QuantunaError
+from quantuna.objective import MultiObjective
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One measured trial, as quantuna reads it from Optuna."""
+
+    number: int
+    config: QuantConfig
+    values: dict[str, float]
+    relative: dict[str, float | None]
+    constraint: float
+    feasible: bool
+    reused_from: int | str | None
+    summary: str
+    model_sha256: str | None
+
+    @classmethod
+    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialResult:
+        """Read quantuna's user attrs of a complete trial."""
+        attrs = trial.user_attrs
+        return cls(
+            number=trial.number,
+            config=QuantConfig.from_dict(attrs["config"]),
+            values=dict(attrs["values"]),
+            relative=dict(attrs.get("relative", {})),
+            constraint=float(attrs["constraint"]),
+            feasible=bool(attrs["feasible"]),
+            reused_from=attrs.get("reused_measurement_from"),
+            summary=attrs.get("summary", ""),
+            model_sha256=attrs.get("model_sha256"),
+        )
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The trial a rule chose, and why."""
+
+    trial: TrialResult
+    rule: str
+    feasible: bool
+    score: float | None = None
+
+
+@dataclass
+class TuneResult:
+    """The outcome of :func:`quantuna.tune`.
+
+    Attributes:
+        study: the ``optuna.Study``, nothing hidden.
+        baseline: the fp32 baseline (values, accuracy target, host).
+        trials: every complete trial.
+        pareto: the feasible Pareto trials (one per distinct config).
+    """
+
+    study: optuna.Study
+    mode: str
+    objective_names: list[str]
+    higher_is_better: list[bool]
+    weights: list[float]
+    accuracy_criterion: dict[str, Any]
+    baseline: dict[str, Any]
+    trials: list[TrialResult] = field(default_factory=list)
+    pareto: list[TrialResult] = field(default_factory=list)
+    session: Any = None
+
+    @property
+    def failed(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials that failed, each with its ``fail_reason`` user attr."""
+        return self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+
+    def best(self, rule: str = "weighted") -> TrialResult:
+        """The trial ``rule`` picks (see the module docs)."""
+        return self.pick(rule).trial
+
+    def pick(self, rule: str = "weighted") -> Pick:
+        """Pick one trial by ``rule``; says whether it meets the accuracy target."""
+        if not self.trials:
+            raise QuantunaError("the study has no complete trial yet; run it first")
+        if rule == "weighted":
+            candidates = self.pareto if (self.mode == "pareto" and self.pareto) else self.trials
+            return self._inc_pick(candidates)
+        if rule == "score":
+            if self.mode != "weighted":
+                raise QuantunaError("rule 'score' needs a weighted study; use weighted or best:<objective>")
+            number = self.study.best_trial.number
+            chosen = next(t for t in self.trials if t.number == number)
+            return Pick(chosen, rule, chosen.feasible, self.study.best_trial.value)
+        if rule.startswith("best:"):
+            name = rule.removeprefix("best:")
+            if name not in self.objective_names:
+                raise QuantunaError(f"pick rule {rule!r}: objective {name!r} is not one of {self.objective_names}")
+            higher = self.higher_is_better[self.objective_names.index(name)]
+            pool = [t for t in self.trials if t.feasible] or self.trials
+            sign = 1 if higher else -1
+            chosen = max(pool, key=lambda t: (sign * t.values[name], t.values["accuracy"], -t.number))
+            return Pick(chosen, rule, chosen.feasible)
+        raise QuantunaError(f"unknown pick rule {rule!r}: use weighted, score or best:<objective>")
+
+    def _inc_pick(self, candidates: list[TrialResult]) -> Pick:
+        chooser = MultiObjective(
+            self.objective_names,
+            self.accuracy_criterion,
+            obj_criterion=self.higher_is_better,
+            obj_weight=self.weights,
+        )
+        base = self.baseline["values"]
+        tune_data = [[t.values["accuracy"], [t.values[n] for n in self.objective_names]] for t in candidates]
+        result = chooser.best_result(tune_data, (base["accuracy"], [base[n] for n in self.objective_names]))
+        return Pick(candidates[result.index], "weighted", result.feasible, result.scores[result.index])
+
+
+def _dominates(a: list[float], b: list[float], higher: list[bool]) -> bool:
+    better = False
+    for x, y, h in zip(a, b, higher):
+        x, y = (x, y) if h else (-x, -y)
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]) -> list[TrialResult]:
+    """The feasible, non-dominated trials, one per distinct config (the first trial of each)."""
+    distinct: dict[str, TrialResult] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.feasible:
+            distinct.setdefault(t.config.key(), t)
+    pool = list(distinct.values())
+    vecs = {t.number: [t.values[n] for n in names] for t in pool}
+    return [
+        t for t in pool
+        if not any(_dominates(vecs[o.number], vecs[t.number], higher) for o in pool if o is not t)
+    ]
+
+
+def collect_results(study: optuna.Study, session: Any) -> TuneResult:
+    """Read a study's trials into a :class:`TuneResult`."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trials = [TrialResult.from_trial(t) for t in complete if "values" in t.user_attrs]
+    criterion = dict(session.spec.tuning.accuracy_criterion.as_dict())
+    criterion["higher_is_better"] = session.metric.higher_is_better
+    return TuneResult(
+        study=study,
+        mode=session.mode,
+        objective_names=list(session.objective_names),
+        higher_is_better=list(session.higher_is_better),
+        weights=list(session.weights),
+        accuracy_criterion=criterion,
+        baseline=dict(study.user_attrs.get("baseline", {})),
+        trials=trials,
+        pareto=pareto_front(trials, session.objective_names, session.higher_is_better),
+        session=session,
+    )

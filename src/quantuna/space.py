@@ -1,0 +1,161 @@
+"""``SearchSpace``: the spec's knobs as Optuna parameters, each trial's choices as a ``QuantConfig``.
+
+The space is conditional: when every op type is fp32 the trial is the fp32 model and asks for no
+other knob; dynamic quantization asks for no calibration knob; ``percentile`` is asked only for
+``Percentile`` calibration. Combinations onnxruntime rejects are never offered (dynamic
+quantization has uint8 activations only, so ``S8S8`` is not a dynamic choice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from quantuna.config import QuantConfig
+from quantuna.errors import SpecError
+from quantuna.modelinfo import DEFAULT_KNOB_OP_TYPES, ModelInfo
+from quantuna.spec import SpaceSection
+
+Choose = Callable[[str, Sequence[Any]], Any]
+
+
+class SearchSpace:
+    """The knobs of one study, built from ``spec.space`` and the model.
+
+    Args:
+        space: the spec's ``space`` section.
+        model: the inspected model (its op types decide the default per-op-type knobs).
+        calibration_size: the default calibration size (``data.calibration.size``).
+        where: how errors name the spec.
+    """
+
+    def __init__(
+        self, space: SpaceSection, model: ModelInfo, calibration_size: int, *, where: str = "spec"
+    ) -> None:
+        self._space = space
+        if space.op_types is None:
+            op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in model.op_types}
+        else:
+            missing = sorted(set(space.op_types) - set(model.op_types))
+            if missing:
+                raise SpecError(
+                    f"{where}: space.op_types.{missing[0]}: the model has no {missing[0]} node "
+                    f"(its op types: {', '.join(model.op_types)})"
+                )
+            op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()}
+        if not op_knobs:
+            raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
+        self.op_knobs: dict[str, list[str]] = op_knobs
+        self.calibration_sizes = list(dict.fromkeys(space.calibration_size or [calibration_size]))
+        self.dynamic_types = [t for t in space.types if t.startswith("U8")]
+        if space.approach == ["dynamic"] and not self.dynamic_types:
+            raise SpecError(
+                f"{where}: space.types: dynamic quantization has uint8 activations only; "
+                f"add U8S8 or U8U8 (got {list(space.types)})"
+            )
+
+    # The one place where the knobs are read; `choose` is trial.suggest_categorical or an enumerator.
+    def build(self, choose: Choose) -> QuantConfig:
+        """Make a config by asking ``choose(name, values)`` for every knob that applies."""
+        s = self._space
+
+        def pick(name: str, values: Sequence[Any]) -> Any:
+            values = list(dict.fromkeys(values))
+            return values[0] if len(values) == 1 else choose(name, values)
+
+        quantized = tuple(op for op, v in self.op_knobs.items() if pick(f"op.{op}", v) == "int8")
+        if not quantized:
+            return QuantConfig()
+        approaches = list(s.approach) if self.dynamic_types else ["static"]
+        approach = pick("approach", approaches)
+        first = pick("first_node_fp32", s.first_node_fp32)
+        last = pick("last_node_fp32", s.last_node_fp32)
+        common: dict[str, Any] = {
+            "op_types": quantized,
+            "per_channel": pick("per_channel", s.per_channel),
+            "reduce_range": pick("reduce_range", s.reduce_range),
+            "weight_symmetric": pick("weight_symmetric", s.weight_symmetric),
+            "first_node_fp32": first,
+            "last_node_fp32": last,
+        }
+        if approach == "dynamic":
+            return QuantConfig(
+                approach="dynamic", types=pick("dynamic_types", self.dynamic_types), **common
+            )
+        method = pick("calibrate_method", s.calibrate_method)
+        return QuantConfig(
+            approach="static",
+            quant_format=pick("quant_format", s.quant_format),
+            types=pick("types", s.types),
+            activation_symmetric=pick("activation_symmetric", s.activation_symmetric),
+            calibrate_method=method,
+            percentile=pick("percentile", s.percentile) if method == "Percentile" else None,
+            calibration_size=pick("calibration_size", self.calibration_sizes),
+            **common,
+        )
+
+    def suggest(self, trial: Any) -> QuantConfig:
+        """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""
+        return self.build(trial.suggest_categorical)
+
+    def enumerate(self) -> Iterator[tuple[dict[str, Any], QuantConfig]]:
+        """Every (params, config) of the space, depth first; configs may repeat."""
+        stack: list[list[int]] = [[]]
+        while stack:
+            prefix = stack.pop()
+            params: dict[str, Any] = {}
+            depth = 0
+            branch: list[tuple[int, int]] = []
+
+            def choose(name: str, values: Sequence[Any]) -> Any:
+                nonlocal depth
+                index = prefix[depth] if depth < len(prefix) else 0
+                if depth >= len(prefix):
+                    branch.append((depth, len(values)))
+                depth += 1
+                params[name] = values[index]
+                return values[index]
+
+            config = self.build(choose)
+            for level, count in reversed(branch):
+                for alt in range(count - 1, 0, -1):
+                    stack.append(prefix + [0] * (level - len(prefix)) + [alt])
+            yield params, config
+
+    def distinct_configs(self) -> list[QuantConfig]:
+        """The distinct configs of the space (what an exhaustive search would measure)."""
+        return list({config.key(): config for _, config in self.enumerate()}.values())
+
+    def knobs(self) -> list[tuple[str, list[Any]]]:
+        """The knobs and their values, for ``quantuna validate``."""
+        s = self._space
+        rows: list[tuple[str, list[Any]]] = [(f"op.{op}", v) for op, v in self.op_knobs.items()]
+        rows += [
+            ("approach", list(s.approach)),
+            ("quant_format", list(s.quant_format)),
+            ("types", list(s.types)),
+            ("per_channel", list(s.per_channel)),
+            ("reduce_range", list(s.reduce_range)),
+            ("activation_symmetric", list(s.activation_symmetric)),
+            ("weight_symmetric", list(s.weight_symmetric)),
+            ("calibrate_method", list(s.calibrate_method)),
+            ("percentile", list(s.percentile)),
+            ("calibration_size", self.calibration_sizes),
+            ("first_node_fp32", list(s.first_node_fp32)),
+            ("last_node_fp32", list(s.last_node_fp32)),
+        ]
+        return rows
+
+    def params_for(self, config: QuantConfig) -> dict[str, Any] | None:
+        """The Optuna params that produce ``config`` (for ``enqueue_trial``), if it is in the space."""
+        for params, candidate in self.enumerate():
+            if candidate == config:
+                return params
+        return None
+
+    def default_int8(self) -> QuantConfig | None:
+        """The first config that quantizes every op type with a knob (a warm start)."""
+        for _, config in self.enumerate():
+            if not config.is_fp32 and set(config.op_types) == set(self.op_knobs):
+                return config
+        return None

@@ -1,0 +1,362 @@
+"""The study spec: a YAML file read with a safe loader into a validated :class:`StudySpec`.
+
+Every key is typed and unknown keys are refused; an error names the file, the key path, the bad
+value and what would be accepted. Relative paths are resolved against the spec's directory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from quantuna.errors import SpecError
+
+Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
+TypePair = Literal["U8S8", "U8U8", "S8S8"]
+Precision = Literal["int8", "fp32"]
+DEFAULT_OBJECTIVES = ["accuracy", "performance", "modelsize"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Strict):
+    """``study:`` where the study lives and how it samples."""
+
+    name: str | None = None
+    storage: str | None = None
+    sampler: Sampler = "auto"
+    seed: int | None = 0
+    save_models: bool = False
+
+
+class DataSource(_Strict):
+    """One data set: arrays in an ``.npz`` file, or a ``package.module:function`` loader.
+
+    A loader returns an iterable of batches: ``{input_name: ndarray}`` for calibration, and
+    ``({input_name: ndarray}, labels)`` pairs for evaluation.
+    """
+
+    path: Path | None = None
+    inputs: dict[str, str] | None = None
+    labels: str | None = None
+    loader: str | None = None
+    size: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        if (self.path is None) == (self.loader is None):
+            raise ValueError("give exactly one of 'path' (an .npz file) or 'loader' ('pkg.mod:fn')")
+        if self.loader is not None and not _is_reference(self.loader):
+            raise ValueError(f"loader {self.loader!r} must look like 'package.module:function'")
+        return self
+
+
+class DataSection(_Strict):
+    """``data:`` the calibration and evaluation sets."""
+
+    calibration: DataSource
+    evaluation: DataSource
+
+
+class AccuracySection(_Strict):
+    """``accuracy:`` how the accuracy metric is computed from the evaluation outputs."""
+
+    metric: str = "top1"
+    output: str | None = None
+    higher_is_better: bool | None = None
+
+
+class MultiObjectives(_Strict):
+    """``tuning.multi_objectives:`` Neural Compressor's key names."""
+
+    objective: list[str] = Field(min_length=1)
+    higher_is_better: list[bool] | None = None
+    weight: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> MultiObjectives:
+        n = len(self.objective)
+        for key in ("higher_is_better", "weight"):
+            value = getattr(self, key)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{key} has {len(value)} entries but objective has {n}")
+        if self.weight is not None and (any(w < 0 for w in self.weight) or sum(self.weight) <= 0):
+            raise ValueError(f"weight {self.weight} must be >= 0 with a positive sum")
+        return self
+
+
+class AccuracyCriterion(_Strict):
+    """``tuning.accuracy_criterion:`` ``{relative: g}`` or ``{absolute: g}`` (default relative 1 %)."""
+
+    relative: float | None = None
+    absolute: float | None = None
+    higher_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AccuracyCriterion:
+        if self.relative is not None and self.absolute is not None:
+            raise ValueError("give either 'relative' or 'absolute', not both")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The criterion in the form ``quantuna.objective`` takes."""
+        if self.absolute is not None:
+            return {"absolute": self.absolute, "higher_is_better": self.higher_is_better}
+        relative = 0.01 if self.relative is None else self.relative
+        return {"relative": relative, "higher_is_better": self.higher_is_better}
+
+
+class ExitPolicy(_Strict):
+    """``tuning.exit_policy:`` the study's trial budget (for the study as a whole) and timeout."""
+
+    max_trials: int = Field(default=40, gt=0)
+    timeout: float = Field(default=0, ge=0)
+
+
+class TuningSection(_Strict):
+    """``tuning:`` what is optimised and how."""
+
+    objective: str | None = None
+    multi_objectives: MultiObjectives | None = None
+    mode: Literal["pareto", "weighted"] = "pareto"
+    accuracy_criterion: AccuracyCriterion = AccuracyCriterion()
+    exit_policy: ExitPolicy = ExitPolicy()
+
+    @model_validator(mode="after")
+    def _one_objective_form(self) -> TuningSection:
+        if self.objective is not None and self.multi_objectives is not None:
+            raise ValueError("give either 'objective' or 'multi_objectives', not both")
+        return self
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The objectives measured per trial; accuracy is always measured (it is the constraint)."""
+        if self.multi_objectives is not None:
+            return list(self.multi_objectives.objective)
+        if self.objective is not None:
+            return [self.objective]
+        return list(DEFAULT_OBJECTIVES)
+
+    @property
+    def weights(self) -> list[float]:
+        """Objective weights for the weighted score; equal by default (Neural Compressor)."""
+        names = self.objective_names
+        if self.multi_objectives is not None and self.multi_objectives.weight is not None:
+            return list(self.multi_objectives.weight)
+        return [1.0 / len(names)] * len(names)
+
+
+class PerformanceMeasure(_Strict):
+    """``measure.performance:`` the dedicated latency loop."""
+
+    batch_size: int = Field(default=1, gt=0)
+    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=100, gt=0)
+    threads: int = Field(default=1, gt=0)
+
+
+class MeasureSection(_Strict):
+    """``measure:`` how trials are measured."""
+
+    performance: PerformanceMeasure = PerformanceMeasure()
+    accuracy_threads: int = Field(default=0, ge=0)
+
+
+class SpaceSection(_Strict):
+    """``space:`` the knobs; each list holds the values a trial may take."""
+
+    approach: list[Literal["static", "dynamic"]] = Field(default=["static"], min_length=1)
+    quant_format: list[Literal["QDQ", "QOperator"]] = Field(default=["QDQ"], min_length=1)
+    types: list[TypePair] = Field(default=["U8S8"], min_length=1)
+    per_channel: list[bool] = Field(default=[False], min_length=1)
+    reduce_range: list[bool] = Field(default=[False], min_length=1)
+    activation_symmetric: list[bool] = Field(default=[False], min_length=1)
+    weight_symmetric: list[bool] = Field(default=[True], min_length=1)
+    calibrate_method: list[Literal["MinMax", "Entropy", "Percentile"]] = Field(
+        default=["MinMax"], min_length=1
+    )
+    percentile: list[float] = Field(default=[99.999], min_length=1)
+    calibration_size: list[int] | None = None
+    op_types: dict[str, list[Precision]] | None = None
+    first_node_fp32: list[bool] = Field(default=[False], min_length=1)
+    last_node_fp32: list[bool] = Field(default=[False], min_length=1)
+
+    @model_validator(mode="after")
+    def _values_in_range(self) -> SpaceSection:
+        for p in self.percentile:
+            if not 90.0 <= p < 100.0:
+                raise ValueError(f"percentile {p} must be in [90, 100)")
+        for size in self.calibration_size or []:
+            if size <= 0:
+                raise ValueError(f"calibration_size {size} must be positive")
+        for op, values in (self.op_types or {}).items():
+            if not values:
+                raise ValueError(f"op_types.{op} needs at least one of int8, fp32")
+        return self
+
+
+class _SpecModel(_Strict):
+    study: StudySection = StudySection()
+    model: Path
+    data: DataSection
+    accuracy: AccuracySection = AccuracySection()
+    tuning: TuningSection = TuningSection()
+    measure: MeasureSection = MeasureSection()
+    space: SpaceSection = SpaceSection()
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study spec with every path resolved.
+
+    Attributes:
+        path: the spec file (``None`` when built from a dict).
+        name: the study name (default: the spec file's stem).
+        storage: the Optuna storage URL (default: SQLite beside the spec).
+        workdir: where the range cache and artifacts live (``<stem>.quantuna`` beside the spec).
+    """
+
+    path: Path | None
+    name: str
+    storage: str
+    workdir: Path
+    study: StudySection
+    model: Path
+    data: DataSection
+    accuracy: AccuracySection
+    tuning: TuningSection
+    measure: MeasureSection
+    space: SpaceSection
+
+    @property
+    def where(self) -> str:
+        """How errors name this spec."""
+        return str(self.path) if self.path else "<spec>"
+
+
+def _is_reference(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text) is not None
+
+
+def _format_validation_error(where: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{where}: {loc}: unknown key (check its spelling and its section)"
+    if first["type"] == "missing":
+        return f"{where}: {loc}: required key is missing"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{where}: {loc or '<top level>'}: {msg}{shown}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}:{line}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a study spec is a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_spec(
+    source: str | Path | dict[str, Any] | StudySpec,
+    *,
+    base_dir: str | Path | None = None,
+    storage: str | None = None,
+) -> StudySpec:
+    """Read and validate a study spec.
+
+    Args:
+        source: a path to a YAML file, an already parsed mapping, or a ``StudySpec``.
+        base_dir: resolves relative paths of a mapping (default: the current directory).
+        storage: overrides the spec's storage URL.
+
+    Returns:
+        The validated spec with absolute paths.
+
+    Raises:
+        SpecError: one line naming the file, the key and the bad value.
+
+    Example:
+        >>> spec = load_spec("studies/digits.yaml")  # doctest: +SKIP
+        >>> spec.tuning.objective_names  # doctest: +SKIP
+        ['accuracy', 'performance', 'modelsize']
+    """
+    if isinstance(source, StudySpec):
+        return source if storage is None else _replace_storage(source, storage)
+    if isinstance(source, dict):
+        spec_path, raw = None, source
+        root = Path(base_dir or ".").resolve()
+    else:
+        spec_path = Path(source).resolve()
+        raw = _read_yaml(spec_path)
+        root = spec_path.parent
+    where = str(spec_path) if spec_path else "<spec>"
+    try:
+        parsed = _SpecModel.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(where, err)) from None
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else root / p)
+
+    data = DataSection(
+        calibration=parsed.data.calibration.model_copy(
+            update={"path": resolve(parsed.data.calibration.path)}
+        ),
+        evaluation=parsed.data.evaluation.model_copy(
+            update={"path": resolve(parsed.data.evaluation.path)}
+        ),
+    )
+    stem = spec_path.stem if spec_path else (parsed.study.name or "quantuna")
+    name = parsed.study.name or stem
+    url = storage or parsed.study.storage or f"sqlite:///{root / (stem + '.db')}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            url = f"sqlite:///{resolve(Path(relative))}"
+    model = resolve(parsed.model)
+    assert model is not None
+    return StudySpec(
+        path=spec_path,
+        name=name,
+        storage=url,
+        workdir=root / f"{stem}.quantuna",
+        study=parsed.study,
+        model=model,
+        data=data,
+        accuracy=parsed.accuracy,
+        tuning=parsed.tuning,
+        measure=parsed.measure,
+        space=parsed.space,
+    )
+
+
+def _replace_storage(spec: StudySpec, storage: str) -> StudySpec:
+    from dataclasses import replace
+
+    return replace(spec, storage=storage)
+
+
+def redact_url(url: str) -> str:
+    """The storage URL with any password replaced by ``***`` (for printing and export)."""
+    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
