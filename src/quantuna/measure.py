@@ -8,6 +8,10 @@ Three separate passes, so that none distorts another:
    the session is created inside the Footprint region, then a warm-up and a timed loop with fixed
    intra-op threads, one Performance ``start()``/``end()`` per iteration, the median reported;
 3. model size: the bytes of the file.
+
+Footprint is measured in a fresh child process (spawned, onnxruntime imported before the region
+starts): in a long-lived process freed pages are reused and a session's memory would not show as
+new resident memory, so the number would depend on what ran before.
 """
 
 from __future__ import annotations
@@ -47,6 +51,40 @@ class Measurement:
 def latency_lock_path() -> Path:
     """The per-host lock that serialises latency loops of local workers."""
     return Path(tempfile.gettempdir()) / f"quantuna-latency-{os.getuid()}.lock"
+
+
+def _footprint_child(path: str, batch: dict[str, np.ndarray], threads: int, queue: Any) -> None:
+    """Child process: the peak resident memory that creating a session and one run add."""
+    try:
+        import onnxruntime  # noqa: F401  (loaded before the region: the library is not the model)
+
+        objective = Footprint()
+        gc.collect()
+        objective.start()
+        session = _session(Path(path), threads)
+        session.run(None, batch)
+        objective.end()
+        queue.put(("ok", objective.result()))
+    except Exception as exc:  # reported to the parent, which fails the trial
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def measure_footprint(path: Path, batch: dict[str, np.ndarray], threads: int) -> float:
+    """Peak resident MiB that a session of ``path`` adds, measured in a fresh process."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_footprint_child, args=(str(path), batch, threads, queue))
+    child.start()
+    try:
+        status, value = queue.get(timeout=600)
+    except Exception:
+        status, value = "error", f"the footprint process died (exit code {child.exitcode})"
+    child.join(timeout=60)
+    if status != "ok":
+        raise TrialError(f"footprint run failed: {value}")
+    return float(value)
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -152,14 +190,12 @@ def measure(
         with file_lock(latency_lock_path()):
             start = time.perf_counter()
             try:
-                gc.collect()
-                for obj in foot:
-                    obj.start()
+                if foot:
+                    peak = measure_footprint(path, first, p.threads)
+                    for obj in foot:
+                        obj._result_list.append(peak)  # the region ran in the child
                 session = _session(path, p.threads)
-                session.run(None, first)
-                for obj in foot:
-                    obj.end()
-                for _ in range(p.warmup):
+                for _ in range(p.warmup + 1):
                     session.run(None, first)
                 for _ in range(p.iterations if perf else 0):
                     for obj in perf:
@@ -167,6 +203,8 @@ def measure(
                     session.run(None, first)
                     for obj in perf:
                         obj.end()
+            except TrialError:
+                raise
             except Exception as exc:
                 raise TrialError(f"timing run failed: {type(exc).__name__}: {exc}") from exc
             del session

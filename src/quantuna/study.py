@@ -26,6 +26,7 @@ from quantuna.quantize import quantize
 from quantuna.results import TuneResult, collect_results
 from quantuna.session import Session, prepare
 from quantuna.spec import StudySpec, load_spec, redact_url
+from quantuna.storage import make_storage
 
 logger = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
@@ -67,7 +68,7 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
     try:
         study = optuna.create_study(
             study_name=spec.name,
-            storage=spec.storage,
+            storage=make_storage(spec.storage),
             directions=session.directions,
             sampler=make_sampler(spec.study.sampler, seed),
             load_if_exists=True,
@@ -395,7 +396,7 @@ def load_results(
 
 def _stored_mode(spec: StudySpec) -> str | None:
     try:
-        study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+        study = optuna.load_study(study_name=spec.name, storage=make_storage(spec.storage))
     except KeyError:
         raise SpecError(
             f"{spec.where}: no study {spec.name!r} in {redact_url(spec.storage)}; run `quantuna run` first"
