@@ -645,7 +645,7 @@ def test_weighted_ratio_score_guards_zero_and_negative_values():
 
 
 def test_objective_module_imports_neither_optuna_nor_onnxruntime():
-    """Load objective.py alone (whatever quantuna/__init__.py imports) in a fresh interpreter."""
+    """Import quantuna.objective in a fresh interpreter: no optuna, onnxruntime or onnx."""
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('objective_alone', {qo.__file__!r})\n"
