@@ -69,7 +69,7 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
     """A built-in metric by name, or a user's ``package.module:function``."""
     if name in BUILTIN_METRICS:
         metric = BUILTIN_METRICS[name]
-    elif ":" in name:
+    elif ":" in name:  # "pkg.mod:fn" or "file.py:fn"
         from quantuna.data import import_reference
 
         fn = import_reference(name, where=where)

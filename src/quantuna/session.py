@@ -7,6 +7,7 @@ spec, the model and the data, so a bad input fails here with one clear ``SpecErr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from quantuna.modelinfo import ModelInfo, inspect_model
 from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_objective
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,6 +106,28 @@ def _objective_instances(
     return instances, resolved
 
 
+def build_model(path: Path, build: str, *, where: str) -> None:
+    """Build a model on first use: ``build(path)`` writes it (once, under a file lock)."""
+    if path.is_file():
+        return
+    from quantuna.calibrate import file_lock
+    from quantuna.data import import_reference
+
+    builder = import_reference(build, where=where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_suffix(".lock")):
+        if path.is_file():
+            return
+        logger.info("building %s with %s", path, build)
+        try:
+            builder(path)
+        except Exception as exc:
+            path.unlink(missing_ok=True)
+            raise SpecError(f"{where}: {build} failed: {type(exc).__name__}: {exc}") from None
+    if not path.is_file():
+        raise SpecError(f"{where}: {build} did not write {path}")
+
+
 def prepare(
     spec: StudySpec,
     *,
@@ -129,6 +154,8 @@ def prepare(
     mode = mode or spec.tuning.mode
     if mode not in ("pareto", "weighted"):
         raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    if spec.model_build is not None:
+        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
     model = inspect_model(spec.model, where=f"{where}: model")
     metric = resolve_metric(
         spec.accuracy.metric, spec.accuracy.higher_is_better, where=f"{where}: accuracy.metric"

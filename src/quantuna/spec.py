@@ -203,9 +203,22 @@ class SpaceSection(_Strict):
         return self
 
 
+class ModelSource(_Strict):
+    """``model: {path, build}``: a model built on first use by ``build(path)``."""
+
+    path: Path
+    build: str
+
+    @model_validator(mode="after")
+    def _reference(self) -> ModelSource:
+        if not _is_reference(self.build):
+            raise ValueError(f"build {self.build!r} must look like 'file.py:function' or 'pkg.mod:function'")
+        return self
+
+
 class _SpecModel(_Strict):
     study: StudySection = StudySection()
-    model: Path
+    model: Path | ModelSource
     data: DataSection
     accuracy: AccuracySection = AccuracySection()
     tuning: TuningSection = TuningSection()
@@ -230,6 +243,7 @@ class StudySpec:
     workdir: Path
     study: StudySection
     model: Path
+    model_build: str | None
     data: DataSection
     accuracy: AccuracySection
     tuning: TuningSection
@@ -243,7 +257,18 @@ class StudySpec:
 
 
 def _is_reference(text: str) -> bool:
-    return re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text) is not None
+    module = r"[A-Za-z_][\w.]*"
+    file = r"[\w./~-]+\.py"
+    return re.fullmatch(rf"(?:{module}|{file}):[A-Za-z_]\w*", text) is not None
+
+
+def _resolve_reference(ref: str | None, root: Path) -> str | None:
+    """A ``file.py:name`` reference made absolute (relative to the spec); modules unchanged."""
+    if ref is None or not ref.rpartition(":")[0].endswith(".py"):
+        return ref
+    file, _, name = ref.rpartition(":")
+    path = Path(file).expanduser()
+    return f"{path if path.is_absolute() else root / path}:{name}"
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
@@ -316,15 +341,21 @@ def load_spec(
         raise SpecError(_format_validation_error(where, err)) from None
 
     def resolve(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.is_absolute() else root / p)
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else root / p
+
+    def resolve_source(source: DataSource) -> DataSource:
+        update = {"path": resolve(source.path), "loader": _resolve_reference(source.loader, root)}
+        return source.model_copy(update=update)
 
     data = DataSection(
-        calibration=parsed.data.calibration.model_copy(
-            update={"path": resolve(parsed.data.calibration.path)}
-        ),
-        evaluation=parsed.data.evaluation.model_copy(
-            update={"path": resolve(parsed.data.evaluation.path)}
-        ),
+        calibration=resolve_source(parsed.data.calibration),
+        evaluation=resolve_source(parsed.data.evaluation),
+    )
+    accuracy = parsed.accuracy.model_copy(
+        update={"metric": _resolve_reference(parsed.accuracy.metric, root)}
     )
     stem = spec_path.stem if spec_path else (parsed.study.name or "quantuna")
     name = parsed.study.name or stem
@@ -333,7 +364,10 @@ def load_spec(
         relative = url.removeprefix("sqlite:///")
         if relative and relative != ":memory:":
             url = f"sqlite:///{resolve(Path(relative))}"
-    model = resolve(parsed.model)
+    if isinstance(parsed.model, ModelSource):
+        model, build = resolve(parsed.model.path), _resolve_reference(parsed.model.build, root)
+    else:
+        model, build = resolve(parsed.model), None
     assert model is not None
     return StudySpec(
         path=spec_path,
@@ -342,8 +376,9 @@ def load_spec(
         workdir=root / f"{stem}.quantuna",
         study=parsed.study,
         model=model,
+        model_build=build,
         data=data,
-        accuracy=parsed.accuracy,
+        accuracy=accuracy,
         tuning=parsed.tuning,
         measure=parsed.measure,
         space=parsed.space,

@@ -157,3 +157,39 @@ def test_inc_single_objective_form(tiny_dir: Path) -> None:
     loaded = load_spec(write_spec(tiny_dir, spec))
     assert loaded.tuning.objective_names == ["performance"]
     assert yaml.safe_load((tiny_dir / "tiny.yaml").read_text())["tuning"] == {"objective": "performance"}
+
+
+def test_model_built_on_first_use_and_file_loaders(tiny_dir: Path) -> None:
+    (tiny_dir / "builder.py").write_text(
+        "import shutil, sys\n"
+        "import numpy as np\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from conftest import build_tiny_cnn\n"
+        "CALLS = []\n"
+        "def build(path):\n"
+        "    CALLS.append(path)\n"
+        "    build_tiny_cnn(path)\n"
+        "def calibration():\n"
+        "    rng = np.random.default_rng(1)\n"
+        "    return [{'x': rng.normal(size=(8, 1, 4, 4)).astype(np.float32)} for _ in range(2)]\n"
+    )
+    spec = tiny_spec(tiny_dir, model={"path": "cache/built.onnx", "build": "builder.py:build"})
+    spec["data"]["calibration"] = {"loader": "builder.py:calibration"}
+    loaded = load_spec(write_spec(tiny_dir, spec))
+    assert loaded.model == tiny_dir / "cache" / "built.onnx"
+    assert loaded.data.calibration.loader == f"{tiny_dir / 'builder.py'}:calibration"
+    session = prepare(loaded)
+    assert (tiny_dir / "cache" / "built.onnx").is_file()
+    assert len(session.calibration) == 16
+    prepare(loaded)  # built once: the second prepare finds the file
+    from quantuna.data import import_reference
+
+    assert len(import_reference(f"{tiny_dir / 'builder.py'}:CALLS", where="t")) == 1
+
+
+def test_a_failing_builder_is_a_spec_error(tiny_dir: Path) -> None:
+    (tiny_dir / "bad_builder.py").write_text("def build(path):\n    raise RuntimeError('no disk')\n")
+    spec = tiny_spec(tiny_dir, model={"path": "cache/x.onnx", "build": "bad_builder.py:build"})
+    with pytest.raises(SpecError, match=r"model\.build: .*bad_builder\.py:build failed: RuntimeError: no disk"):
+        prepare(load_spec(write_spec(tiny_dir, spec)))
+    assert not (tiny_dir / "cache" / "x.onnx").exists()
