@@ -16,3 +16,17 @@ class SpecError(QuantunaError):
 
 class TrialError(QuantunaError):
     """One trial could not be quantized or measured; the study marks it failed and goes on."""
+
+
+class HopelessTrial(TrialError):
+    """The first part of the evaluation already proves that the accuracy target cannot be met.
+
+    Attributes:
+        best_possible: the best final accuracy still reachable (the bound that failed).
+        samples: how many evaluation samples were measured before stopping.
+    """
+
+    def __init__(self, message: str, best_possible: float, samples: int) -> None:
+        super().__init__(message)
+        self.best_possible = best_possible
+        self.samples = samples

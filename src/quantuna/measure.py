@@ -30,8 +30,8 @@ import numpy as np
 
 from quantuna.calibrate import file_lock
 from quantuna.data import Dataset
-from quantuna.errors import TrialError
-from quantuna.metrics import Metric
+from quantuna.errors import HopelessTrial, TrialError
+from quantuna.metrics import Metric, best_reachable
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.spec import MeasureSection
 
@@ -61,7 +61,7 @@ def _footprint_child(path: str, batch: dict[str, np.ndarray], threads: int, queu
         objective = Footprint()
         gc.collect()
         objective.start()
-        session = _session(Path(path), threads)
+        session = open_session(Path(path), threads)
         session.run(None, batch)
         objective.end()
         queue.put(("ok", objective.result()))
@@ -87,7 +87,8 @@ def measure_footprint(path: Path, batch: dict[str, np.ndarray], threads: int) ->
     return float(value)
 
 
-def _session(path: Path, threads: int) -> Any:
+def open_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session at full graph optimisation (fixed threads when ``threads``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -100,6 +101,29 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _check_hopeless(
+    metric: Metric, chunks: list[np.ndarray], evaluation: Dataset, target: float | None
+) -> None:
+    """Raise HopelessTrial when the samples seen so far prove the target is out of reach."""
+    if target is None or metric.sample_bounds is None or evaluation.labels is None:
+        return
+    seen = sum(len(c) for c in chunks)
+    if seen >= len(evaluation):
+        return
+    partial = float(metric.fn(np.concatenate(chunks), evaluation.labels[:seen]))
+    best = best_reachable(metric, partial, seen, len(evaluation))
+    if best is None:
+        return
+    out_of_reach = best < target if metric.higher_is_better else best > target
+    if out_of_reach:
+        raise HopelessTrial(
+            f"stopped early: {metric.name} {partial:.4g} on the first {seen} of {len(evaluation)} "
+            f"samples; at best {best:.4g} at the end, the target is {target:.4g}",
+            best_possible=best,
+            samples=seen,
+        )
+
+
 def _accuracy(
     path: Path,
     evaluation: Dataset,
@@ -109,6 +133,7 @@ def _accuracy(
     threads: int,
     custom: Sequence[Objective],
     eval_func: EvalFunc | None,
+    target: float | None,
 ) -> float:
     if eval_func is not None:
         import onnx
@@ -120,7 +145,7 @@ def _accuracy(
         for obj in custom:
             obj.end()
         return float(value)
-    session = _session(path, threads)
+    session = open_session(path, threads)
     output_name = output or session.get_outputs()[0].name
     chunks = []
     for batch, _ in evaluation.batches(batch_size):
@@ -130,6 +155,7 @@ def _accuracy(
         for obj in custom:
             obj.end()
         chunks.append(result)
+        _check_hopeless(metric, chunks, evaluation, target)
     return float(metric.fn(np.concatenate(chunks), evaluation.labels))
 
 
@@ -143,6 +169,7 @@ def measure(
     eval_batch_size: int,
     output: str | None = None,
     eval_func: EvalFunc | None = None,
+    accuracy_target: float | None = None,
 ) -> Measurement:
     """Measure one model file with every objective.
 
@@ -155,8 +182,11 @@ def measure(
         eval_batch_size: the evaluation batch size.
         output: the model output the metric reads (default: the first).
         eval_func: a user's ``eval_func(onnx.ModelProto) -> float`` replacing the metric pass.
+        accuracy_target: when given, and the metric is a mean of bounded per-sample scores, the
+            evaluation stops as soon as the target is out of reach, before the latency loop.
 
     Raises:
+        HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
         TrialError: the model cannot run, or the accuracy is not a finite number.
     """
     for obj in objectives:
@@ -167,7 +197,7 @@ def measure(
     try:
         accuracy = _accuracy(
             path, evaluation, metric, eval_batch_size, output,
-            settings.accuracy_threads, custom, eval_func,
+            settings.accuracy_threads, custom, eval_func, accuracy_target,
         )
     except TrialError:
         raise
@@ -194,7 +224,7 @@ def measure(
                     peak = measure_footprint(path, first, p.threads)
                     for obj in foot:
                         obj._result_list.append(peak)  # the region ran in the child
-                session = _session(path, p.threads)
+                session = open_session(path, p.threads)
                 for _ in range(p.warmup + 1):
                     session.run(None, first)
                 for _ in range(p.iterations if perf else 0):

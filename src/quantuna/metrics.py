@@ -49,19 +49,38 @@ def cosine(outputs: np.ndarray, labels: np.ndarray | None) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric with its direction."""
+    """A named metric with its direction.
+
+    ``sample_bounds`` is set for metrics that are a mean of per-sample scores lying within
+    ``(low, high)``: then the best final value reachable from a partial evaluation is known, and a
+    hopeless trial can stop early (see :func:`best_reachable`).
+    """
 
     name: str
     fn: MetricFn
     higher_is_better: bool
     needs_labels: bool = True
+    sample_bounds: tuple[float, float] | None = None
+
+
+def best_reachable(metric: Metric, partial: float, seen: int, total: int) -> float | None:
+    """The best final value of a per-sample-mean metric after ``seen`` of ``total`` samples.
+
+    With ``partial`` the mean over the samples seen, the remaining samples can at best all score
+    the bound in the metric's direction: (partial * seen + (total - seen) * bound) / total.
+    ``None`` when the metric has no per-sample bounds.
+    """
+    if metric.sample_bounds is None or total <= 0:
+        return None
+    bound = metric.sample_bounds[1] if metric.higher_is_better else metric.sample_bounds[0]
+    return (partial * seen + (total - seen) * bound) / total
 
 
 BUILTIN_METRICS: dict[str, Metric] = {
-    "top1": Metric("top1", top_k(1), True),
-    "top5": Metric("top5", top_k(5), True),
-    "mse": Metric("mse", mse, False),
-    "cosine": Metric("cosine", cosine, True),
+    "top1": Metric("top1", top_k(1), True, sample_bounds=(0.0, 1.0)),
+    "top5": Metric("top5", top_k(5), True, sample_bounds=(0.0, 1.0)),
+    "mse": Metric("mse", mse, False, sample_bounds=(0.0, float("inf"))),
+    "cosine": Metric("cosine", cosine, True, sample_bounds=(-1.0, 1.0)),
 }
 
 
@@ -79,6 +98,7 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
     else:
         known = ", ".join(BUILTIN_METRICS)
         raise SpecError(f"{where}: unknown metric {name!r} (built-ins: {known}; or 'pkg.mod:fn')")
-    if higher_is_better is not None:
+    if higher_is_better is not None and higher_is_better != metric.higher_is_better:
+        # the user reversed the direction: the per-sample bound no longer applies
         metric = Metric(metric.name, metric.fn, higher_is_better, metric.needs_labels)
     return metric

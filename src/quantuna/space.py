@@ -46,6 +46,7 @@ class SearchSpace:
         if not op_knobs:
             raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
         self.op_knobs: dict[str, list[str]] = op_knobs
+        self.sensitive: list[tuple[str, str]] = []  # (node, op type), most sensitive first
         self.calibration_sizes = list(dict.fromkeys(space.calibration_size or [calibration_size]))
         self.dynamic_types = [t for t in space.types if t.startswith("U8")]
         if space.approach == ["dynamic"] and not self.dynamic_types:
@@ -66,6 +67,11 @@ class SearchSpace:
         quantized = tuple(op for op, v in self.op_knobs.items() if pick(f"op.{op}", v) == "int8")
         if not quantized:
             return QuantConfig()
+        excluded = tuple(
+            node
+            for node, op in self.sensitive
+            if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
+        )
         approaches = list(s.approach) if self.dynamic_types else ["static"]
         approach = pick("approach", approaches)
         first = pick("first_node_fp32", s.first_node_fp32)
@@ -77,6 +83,7 @@ class SearchSpace:
             "weight_symmetric": pick("weight_symmetric", s.weight_symmetric),
             "first_node_fp32": first,
             "last_node_fp32": last,
+            "exclude_nodes": excluded,
         }
         if approach == "dynamic":
             return QuantConfig(
@@ -93,6 +100,10 @@ class SearchSpace:
             calibration_size=pick("calibration_size", self.calibration_sizes),
             **common,
         )
+
+    def set_sensitive(self, nodes: Sequence[tuple[str, str]]) -> None:
+        """Give each of these (node, op type) pairs an int8/fp32 knob (``node.<name>``)."""
+        self.sensitive = list(nodes)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""
@@ -144,6 +155,7 @@ class SearchSpace:
             ("first_node_fp32", list(s.first_node_fp32)),
             ("last_node_fp32", list(s.last_node_fp32)),
         ]
+        rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows
 
     def params_for(self, config: QuantConfig) -> dict[str, Any] | None:

@@ -188,6 +188,8 @@ class SpaceSection(_Strict):
     op_types: dict[str, list[Precision]] | None = None
     first_node_fp32: list[bool] = Field(default=[False], min_length=1)
     last_node_fp32: list[bool] = Field(default=[False], min_length=1)
+    exclude_sensitive_nodes: int = Field(default=0, ge=0)
+    sensitivity_samples: int = Field(default=256, gt=0)
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

@@ -13,24 +13,31 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from quantuna.config import QuantConfig
-from quantuna.errors import SpecError, TrialError
+from quantuna.errors import HopelessTrial, SpecError, TrialError
 from quantuna.measure import Measurement, measure
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
 from quantuna.quantize import quantize
 from quantuna.results import TuneResult, collect_results
+from quantuna.sensitivity import rank_nodes
 from quantuna.session import Session, prepare
 from quantuna.spec import StudySpec, load_spec, redact_url
 from quantuna.storage import make_storage
 
 logger = logging.getLogger(__name__)
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 BASELINE_ATTR = "baseline"
+SENSITIVITY_ATTR = "sensitivity"
 SETUP_ATTR = "quantuna"
 
 
@@ -121,8 +128,8 @@ def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
     return baseline
 
 
-def measure_model(session: Session, path: Path) -> Measurement:
-    """Measure one model file with the session's objectives and settings."""
+def measure_model(session: Session, path: Path, target: float | None = None) -> Measurement:
+    """Measure one model file; with ``target``, a hopeless evaluation stops early."""
     return measure(
         path,
         objectives=session.objectives,
@@ -132,14 +139,32 @@ def measure_model(session: Session, path: Path) -> Measurement:
         eval_batch_size=session.eval_batch_size,
         output=session.spec.accuracy.output,
         eval_func=session.eval_func,
+        accuracy_target=target,
     )
 
 
 def _find_measured(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.number != number and t.user_attrs.get("config_key") == key and "values" in t.user_attrs:
+    """A finished trial of the same config: measured (COMPLETE) or stopped early (PRUNED)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
+        if t.number == number or t.user_attrs.get("config_key") != key:
+            continue
+        if "values" in t.user_attrs or "stop_reason" in t.user_attrs:
             return t
     return None
+
+
+def _stop_hopeless(
+    trial: optuna.Trial, reason: str, constraint: float, seconds: dict[str, float], source: Any
+) -> None:
+    """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
+    _set_constraint(trial, constraint)
+    trial.set_user_attr("stop_reason", reason)
+    trial.set_user_attr("constraint", constraint)
+    trial.set_user_attr("feasible", False)
+    trial.set_user_attr("reused_measurement_from", source)
+    trial.set_user_attr("seconds", seconds)
+    raise optuna.TrialPruned(reason)
 
 
 def _set_constraint(trial: optuna.Trial, value: float) -> None:
@@ -170,13 +195,19 @@ def make_objective(
         if config.is_fp32:
             values, reused = dict(base_values), "baseline"
             trial.set_user_attr("model_sha256", session.model.sha256)
+        elif previous is not None and "values" not in previous.user_attrs:
+            attrs = previous.user_attrs
+            _stop_hopeless(trial, attrs["stop_reason"], attrs["constraint"], seconds, previous.number)
         elif previous is not None:
             values, reused = dict(previous.user_attrs["values"]), previous.number
             trial.set_user_attr("model_sha256", previous.user_attrs.get("model_sha256"))
         else:
             reused = None
             try:
-                values = _measure_config(session, config, seconds, trial)
+                values = _measure_config(session, config, seconds, trial, target)
+            except HopelessTrial as exc:
+                violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
+                _stop_hopeless(trial, str(exc), violation, seconds, None)
             except TrialError as exc:
                 trial.set_user_attr("fail_reason", str(exc))
                 trial.set_user_attr("seconds", seconds)
@@ -207,7 +238,11 @@ def make_objective(
 
 
 def _measure_config(
-    session: Session, config: QuantConfig, seconds: dict[str, float], trial: optuna.Trial
+    session: Session,
+    config: QuantConfig,
+    seconds: dict[str, float],
+    trial: optuna.Trial,
+    target: float,
 ) -> dict[str, float]:
     ranges = None
     if config.approach == "static":
@@ -225,12 +260,14 @@ def _measure_config(
 
     trial.set_user_attr("model_sha256", sha256_file(path))
     trial.set_user_attr("model_bytes", path.stat().st_size)
-    m = measure_model(session, path)
+    try:
+        m = measure_model(session, path, target)
+    finally:
+        if not session.spec.study.save_models:
+            path.unlink(missing_ok=True)
     seconds.update(m.seconds)
     if m.throughput is not None:
         trial.set_user_attr("throughput", m.throughput)
-    if not session.spec.study.save_models:
-        path.unlink(missing_ok=True)
     return m.values
 
 
@@ -294,16 +331,47 @@ def count_spent(study: optuna.Study) -> int:
     return sum(
         1
         for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.state == optuna.trial.TrialState.COMPLETE or "fail_reason" in t.user_attrs
+        if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
     )
+
+
+def ensure_sensitivity(study: optuna.Study, session: Session) -> None:
+    """Rank the nodes once per study (kept in its user attrs) and give the top K a knob each."""
+    k = session.spec.space.exclude_sensitive_nodes
+    if not k:
+        return
+    ranking = study.user_attrs.get(SENSITIVITY_ATTR)
+    if ranking is None:
+        default = session.space.default_int8()
+        if default is None:
+            return
+        logger.info("ranking node sensitivity")
+        try:
+            ranked = rank_nodes(session, default, samples=session.spec.space.sensitivity_samples)
+        except TrialError as exc:
+            raise SpecError(f"{session.spec.where}: sensitivity ranking failed: {exc}") from None
+        ranking = [r.to_dict() for r in ranked]
+        study.set_user_attr(SENSITIVITY_ATTR, ranking)
+    session.space.set_sensitive([(r["node"], r["op_type"]) for r in ranking[:k]])
+
+
+def warm_start_configs(session: Session) -> list[QuantConfig]:
+    """The configs tried first: the default int8 config, then it with the most sensitive node
+    (and then all K sensitive nodes) in fp32, then fp32."""
+    default = session.space.default_int8()
+    configs = [] if default is None else [default]
+    sensitive = [node for node, _ in session.space.sensitive]
+    if default is not None and sensitive:
+        configs.append(replace(default, exclude_nodes=(sensitive[0],)))
+        if len(sensitive) > 1:
+            configs.append(replace(default, exclude_nodes=tuple(sensitive)))
+    return configs + [QuantConfig()]
 
 
 def _warm_start(study: optuna.Study, session: Session) -> None:
     if study.trials:
         return
-    for config in (session.space.default_int8(), QuantConfig()):
-        if config is None:
-            continue
+    for config in warm_start_configs(session):
         params = session.space.params_for(config)
         if params is not None:
             study.enqueue_trial(params, skip_if_exists=True)
@@ -356,6 +424,7 @@ def run_study(
     )
     study = open_study(session)
     baseline = ensure_baseline(study, session)
+    ensure_sensitivity(study, session)
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
     remaining = max(0, budget - count_spent(study))
     _warm_start(study, session)

@@ -13,7 +13,13 @@ from quantuna.objective._base import (
     objective_registry,
     resolve_objective,
 )
-from quantuna.objective._builtins import Accuracy, Footprint, ModelSize, Performance, model_size_bytes
+from quantuna.objective._builtins import (
+    Accuracy,
+    Footprint,
+    ModelSize,
+    Performance,
+    model_size_bytes,
+)
 from quantuna.objective._criteria import (
     RATIO_CAP,
     RATIO_FLOOR,
