@@ -79,7 +79,7 @@ def pareto_table(result: Any) -> str:
     """The feasible Pareto set as a text table, with deltas to fp32."""
     names = result.objective_names
     base = result.baseline.get("values", {})
-    header = ["trial"] + [f"{n}" for n in names] + ["config"]
+    header = ["trial"] + [result.session.objective_label(n) for n in names] + ["config"]
     rows = [["fp32"] + [_fmt(base.get(n)) for n in names] + ["baseline"]]
     for t in sorted(result.pareto, key=lambda t: t.number):
         cells = [str(t.number)]
@@ -100,16 +100,24 @@ def _summary(result: Any) -> str:
 
     session = result.session
     target = result.baseline.get("accuracy_target")
-    failed = len(result.failed)
+    failed = result.failed
+    stopped = result.stopped_early
     measured = sum(1 for t in result.trials if t.reused_from is None)
     lines = [
-        f"study {session.spec.name!r} ({result.mode}): {len(result.trials)} complete trials, "
-        f"{failed} failed, {measured} measured, {len(result.pareto)} on the feasible Pareto front",
+        f"study {session.spec.name!r} ({result.mode}): {len(result.trials)} complete trials "
+        f"({measured} measured, the rest reused), {len(stopped)} stopped early as hopeless, "
+        f"{len(failed)} failed; {len(result.pareto)} on the feasible Pareto front",
         f"accuracy target ({session.metric.name}): {_fmt(target)}  "
         f"(fp32 {_fmt(result.baseline.get('values', {}).get('accuracy'))})",
         "",
         pareto_table(result) if result.pareto else "no trial meets the accuracy target yet",
     ]
+    reasons: dict[str, list[int]] = {}
+    for t in failed:
+        reason = str(t.user_attrs.get("fail_reason", "interrupted"))
+        reasons.setdefault(reason[:160], []).append(t.number)
+    for reason, numbers in reasons.items():
+        lines.append(f"failed {', '.join(f'#{n}' for n in numbers[:8])}: {reason}")
     if result.trials:
         pick = result.pick("weighted")
         note = "" if pick.feasible else " (does not meet the accuracy target)"
@@ -124,13 +132,18 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Any = None
+        self.higher: list[bool] = []
 
     def ready(self, study: Any, remaining: int) -> None:
         if not self.enabled or not remaining:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=remaining, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        directions = study.user_attrs.get("quantuna", {}).get("higher_is_better")
+        names = study.user_attrs.get("quantuna", {}).get("objectives", [])
+        self.higher = directions or [n == "accuracy" for n in names]
+        self.bar = tqdm(total=remaining, unit="trial", dynamic_ncols=True, file=sys.stderr,
+                        desc="best feasible")
 
     def __call__(self, study: Any, trial: Any) -> None:
         if self.bar is None:
@@ -143,10 +156,12 @@ class _Progress:
         if feasible:
             names = study.user_attrs.get("quantuna", {}).get("objectives", [])
             best = {}
-            for name in names:
+            for name, higher in zip(names, self.higher):
                 vals = [t.user_attrs["values"][name] for t in feasible]
-                best[name[:4]] = f"{(max(vals) if name == 'accuracy' else min(vals)):.4g}"
+                best[name] = f"{(max(vals) if higher else min(vals)):.4g}"
             self.bar.set_postfix(best, refresh=False)
+        else:
+            self.bar.set_postfix({"feasible": 0}, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -154,11 +169,8 @@ class _Progress:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import optuna
-
     from quantuna.study import run_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose else optuna.logging.ERROR)
     progress = _Progress(enabled=not args.no_progress)
     try:
         result = run_study(
@@ -197,6 +209,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for knob, values in session.space.knobs():
         if len(values) > 1:
             print(f"  {knob:22s} {values}")
+    k = spec.space.exclude_sensitive_nodes
+    if k:
+        print(f"  + an int8/fp32 knob for each of the {k} most sensitive nodes (ranked when the study "
+              f"starts, {spec.space.sensitivity_samples} samples per node)")
     configs = session.space.distinct_configs()
     print(f"  {len(configs)} distinct configurations "
           f"({sum(1 for c in configs if c.approach == 'static')} static, "
@@ -271,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.verbose == 0:
-        import warnings
+    if args.command not in ("apply", "validate"):  # the commands that open an Optuna study
+        import optuna
 
-        warnings.filterwarnings("ignore", module="optuna")
-        logging.getLogger("optuna").setLevel(logging.WARNING)
+        optuna.logging.set_verbosity(
+            [optuna.logging.ERROR, optuna.logging.INFO, optuna.logging.DEBUG][min(args.verbose, 2)]
+        )
     from quantuna.errors import QuantunaError, SpecError
 
     try:

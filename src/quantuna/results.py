@@ -89,6 +89,14 @@ class TuneResult:
         """Trials that failed, each with its ``fail_reason`` user attr."""
         return self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
 
+    @property
+    def stopped_early(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials pruned as hopeless, each with its ``stop_reason`` user attr."""
+        return [
+            t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+            if "stop_reason" in t.user_attrs
+        ]
+
     def best(self, rule: str = "weighted") -> TrialResult:
         """The trial ``rule`` picks (see the module docs)."""
         return self.pick(rule).trial

@@ -56,15 +56,15 @@ class Session:
         """Names with units, as optuna-dashboard shows them."""
         if self.mode == "weighted":
             return ["weighted score (fp32 = 1)"]
+        return [self.objective_label(name) for name in self.objective_names]
+
+    def objective_label(self, name: str) -> str:
+        """``accuracy (top1)``, ``performance [ms]``: an objective's name with its unit."""
+        if name == "accuracy":
+            return f"accuracy ({self.metric.name})"
         by_name = {str(o.representation).lower(): o for o in self.objectives}
-        names = []
-        for name in self.objective_names:
-            if name == "accuracy":
-                names.append(f"accuracy ({self.metric.name})")
-                continue
-            unit = getattr(by_name[name], "unit", "")
-            names.append(f"{name} [{unit}]" if unit else name)
-        return names
+        unit = getattr(by_name.get(name), "unit", "")
+        return f"{name} [{unit}]" if unit else name
 
     @property
     def weights(self) -> list[float]:

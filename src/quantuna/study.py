@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -88,9 +89,11 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
     setup = {"mode": session.mode, "objectives": session.objective_names}
     stored = study.user_attrs.get(SETUP_ATTR)
     if stored is None:
-        study.set_user_attr(SETUP_ATTR, setup)
-        study.set_metric_names(session.metric_names)
-    elif stored != setup:
+        study.set_user_attr(SETUP_ATTR, {**setup, "higher_is_better": session.higher_is_better})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(session.metric_names)
+    elif {k: stored.get(k) for k in setup} != setup:
         raise SpecError(
             f"{spec.where}: study {spec.name!r} was created with {stored}, this run asks for "
             f"{setup}; give this run another study.name or --storage"
