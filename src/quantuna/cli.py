@@ -12,10 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from quantuna.cli_view import add_dashboard_parser, add_report_parser, cli_dashboard, cli_report
+
 EPILOG = """\
 a typical session:
   quantuna validate studies/digits.yaml           check spec, model and data; show the space
   quantuna run studies/digits.yaml                run (or resume) the study
+  quantuna show studies/digits.yaml               the feasible Pareto set in the terminal
+  quantuna dashboard studies/digits.yaml          optuna-dashboard on 127.0.0.1
+  quantuna report studies/digits.yaml -o report.html
   quantuna export studies/digits.yaml -o best.yaml --model best.onnx
   quantuna apply best.yaml --model model.onnx -o model.int8.onnx
 """
@@ -41,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite beside the spec)")
     run.add_argument("--mode", choices=["pareto", "weighted"], help="override tuning.mode")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                     help="run N local worker processes on the study (default 1); other machines "
+                          "may join with the same command and --storage (see docs/scaling.md)")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs child
 
     validate = sub.add_parser("validate", help="check a spec, its model and data; print the space")
     validate.add_argument("spec", type=Path)
@@ -66,29 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("spec", type=Path)
     show.add_argument("--storage")
     show.add_argument("--format", choices=["table", "json"], default="table")
+    add_dashboard_parser(sub)
+    add_report_parser(sub)
     return parser
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def pareto_table(result: Any) -> str:
     """The feasible Pareto set as a text table, with deltas to fp32."""
-    names = result.objective_names
-    base = result.baseline.get("values", {})
-    header = ["trial"] + [result.session.objective_label(n) for n in names] + ["config"]
-    rows = [["fp32"] + [_fmt(base.get(n)) for n in names] + ["baseline"]]
-    for t in sorted(result.pareto, key=lambda t: t.number):
-        cells = [str(t.number)]
-        for n in names:
-            rel = t.relative.get(n)
-            delta = "" if rel is None else f" ({(rel - 1) * 100:+.1f}%)"
-            cells.append(_fmt(t.values[n]) + delta)
-        cells.append(t.summary + (f"  [reused #{t.reused_from}]" if isinstance(t.reused_from, int) else ""))
-        rows.append(cells)
+    from quantuna.results import pareto_rows
+
+    header, rows = pareto_rows(result)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -96,6 +92,7 @@ def pareto_table(result: Any) -> str:
 
 
 def _summary(result: Any) -> str:
+    from quantuna.results import format_value as _fmt
     from quantuna.spec import redact_url
 
     session = result.session
@@ -168,23 +165,56 @@ class _Progress:
             self.bar.close()
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from quantuna.study import run_study
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
-    progress = _Progress(enabled=not args.no_progress)
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from quantuna.workers import run_jobs, run_worker, warn_mixed_cpus
+
+    progress = _Progress(enabled=not args.no_progress and not args.worker)
+    codes: list[int | None] = []
+
+    def advance(study: Any, spent: int) -> None:  # other processes ran these trials
+        for _ in range(spent):
+            progress(study, None)
+
     try:
-        result = run_study(
-            args.spec,
-            n_trials=args.trials,
-            timeout=args.timeout,
-            storage=args.storage,
-            mode=args.mode,
-            callbacks=[progress],
-            on_ready=progress.ready,
-        )
+        if args.jobs > 1:
+            argv = ["-v"] * args.verbose + ["run", str(args.spec), "--worker", "--no-progress"]
+            for flag, value in (("--trials", args.trials), ("--timeout", args.timeout),
+                                ("--storage", args.storage), ("--mode", args.mode)):
+                argv += [] if value is None else [flag, str(value)]
+            result, codes = run_jobs(
+                args.spec, jobs=args.jobs, entry=main, argv=argv,
+                n_trials=args.trials, storage=args.storage, mode=args.mode,
+                on_ready=progress.ready, on_progress=advance,
+            )
+        else:
+            result = run_worker(
+                args.spec, n_trials=args.trials, timeout=args.timeout, storage=args.storage,
+                mode=args.mode, callbacks=[progress], on_ready=progress.ready,
+                check_hosts=not args.worker,
+            )
+    except KeyboardInterrupt:
+        if args.worker:  # the parent reports the interruption once
+            return 130
+        raise
     finally:
         progress.close()
+    if args.worker:
+        return 0
+    warn_mixed_cpus(result.study)
     print(_summary(result))
+    stopped = [(i, code) for i, code in enumerate(codes) if code]
+    if stopped:
+        listing = ", ".join(f"worker {i}: " + (f"signal {-c}" if c < 0 else f"exit {c}")
+                            for i, c in stopped)
+        print(f"quantuna: {len(stopped)} of {len(codes)} workers stopped early ({listing}); "
+              "run the same command to finish the study", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -270,7 +300,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "export": _cmd_export,
-            "apply": _cmd_apply, "show": _cmd_show}
+            "apply": _cmd_apply, "show": _cmd_show, "dashboard": cli_dashboard, "report": cli_report}
 
 
 def main(argv: list[str] | None = None) -> int:

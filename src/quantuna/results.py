@@ -138,6 +138,41 @@ class TuneResult:
         return Pick(candidates[result.index], "weighted", result.feasible, result.scores[result.index])
 
 
+def format_value(value: Any) -> str:
+    """Numbers at four significant digits, ``None`` as empty: how every table shows values."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def objective_labels(result: TuneResult) -> list[str]:
+    """Each objective's name with its unit (``performance [ms]``), in both study modes."""
+    if result.session is None:
+        return list(result.objective_names)
+    return [result.session.objective_label(n) for n in result.objective_names]
+
+
+def pareto_rows(result: TuneResult) -> tuple[list[str], list[list[str]]]:
+    """The fp32 baseline and the feasible Pareto trials as text: a header and rows.
+
+    Each value carries its change relative to fp32; the last column is the config's summary.
+    The CLI, the HTML report and the dashboard note all show this table.
+    """
+    names = result.objective_names
+    base = result.baseline.get("values", {})
+    header = ["trial", *objective_labels(result), "config"]
+    rows = [["fp32", *[format_value(base.get(n)) for n in names], "baseline"]]
+    for t in sorted(result.pareto, key=lambda t: t.number):
+        cells = [str(t.number)]
+        for n in names:
+            rel = t.relative.get(n)
+            delta = "" if rel is None else f" ({(rel - 1) * 100:+.1f}%)"
+            cells.append(format_value(t.values[n]) + delta)
+        reused = f" [reused #{t.reused_from}]" if isinstance(t.reused_from, int) else ""
+        rows.append([*cells, t.summary + reused])
+    return header, rows
+
+
 def _dominates(a: list[float], b: list[float], higher: list[bool]) -> bool:
     better = False
     for x, y, h in zip(a, b, higher):

@@ -6,6 +6,7 @@ This is the only module that knows both Optuna and onnxruntime (through quantize
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import optuna
 
 from quantuna.config import QuantConfig
+from quantuna.dashboard import upload_trial_artifacts, write_study_note
 from quantuna.errors import HopelessTrial, SpecError, TrialError
 from quantuna.measure import Measurement, measure
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
@@ -29,7 +31,8 @@ from quantuna.results import TuneResult, collect_results
 from quantuna.sensitivity import rank_nodes
 from quantuna.session import Session, prepare
 from quantuna.spec import StudySpec, load_spec, redact_url
-from quantuna.storage import make_storage
+from quantuna.storage import StudyMutex, claim_measurement, make_storage
+from quantuna.workers import WorkerSampler
 
 logger = logging.getLogger(__name__)
 FINISHED = (
@@ -59,7 +62,9 @@ def host_facts() -> dict[str, str]:
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware)."""
     if name in ("auto", "tpe"):
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        with warnings.catch_warnings():  # multivariate and group are experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
@@ -73,12 +78,14 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
     """Create or load the spec's study, checking that an existing one was made the same way."""
     spec = session.spec
     seed = spec.study.seed if sampler_seed is None else sampler_seed
+    # each worker seeds its sampler from its first trial's number (trial 0: the spec's seed)
+    sampler = WorkerSampler(functools.partial(make_sampler, spec.study.sampler), seed)
     try:
         study = optuna.create_study(
             study_name=spec.name,
             storage=make_storage(spec.storage),
             directions=session.directions,
-            sampler=make_sampler(spec.study.sampler, seed),
+            sampler=sampler,
             load_if_exists=True,
         )
     except ValueError as exc:
@@ -102,10 +109,29 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
 
 
 def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
-    """The fp32 baseline: measured once per study and kept in its user attrs for every worker."""
+    """The fp32 baseline: measured once per study and kept in its user attrs for every worker.
+
+    Workers that start together (processes, machines) take the study's ``baseline`` mutex: one
+    measures, the others wait and read what it stored.
+    """
     stored = study.user_attrs.get(BASELINE_ATTR)
     if stored is not None:
         return stored
+    mutex = StudyMutex(study, BASELINE_ATTR)
+    if not mutex.acquire(give_up=lambda: BASELINE_ATTR in study.user_attrs):
+        return study.user_attrs[BASELINE_ATTR]
+    try:
+        stored = study.user_attrs.get(BASELINE_ATTR)
+        if stored is not None:
+            return stored
+        baseline = _measure_baseline(session)
+        study.set_user_attr(BASELINE_ATTR, baseline)
+        return baseline
+    finally:
+        mutex.release()
+
+
+def _measure_baseline(session: Session) -> dict[str, Any]:
     logger.info("measuring the fp32 baseline")
     fp32 = QuantConfig()
     path = quantize(session.model, fp32, session.model_path_for(fp32))
@@ -124,10 +150,6 @@ def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
         "seconds": m.seconds,
         **host_facts(),
     }
-    again = study.user_attrs.get(BASELINE_ATTR)  # another worker may have been quicker
-    if again is not None:
-        return again
-    study.set_user_attr(BASELINE_ATTR, baseline)
     return baseline
 
 
@@ -193,7 +215,7 @@ def make_objective(
         for name, value in facts.items():
             trial.set_user_attr(name, value)
         seconds: dict[str, float] = {}
-        previous = None if config.is_fp32 else _find_measured(study, key, trial.number)
+        previous = None if config.is_fp32 else claim_measurement(study, trial, key, _find_measured)
         reused: int | str | None
         if config.is_fp32:
             values, reused = dict(base_values), "baseline"
@@ -225,6 +247,9 @@ def make_objective(
         trial.set_user_attr("feasible", constraint <= 0)
         trial.set_user_attr("reused_measurement_from", reused)
         trial.set_user_attr("seconds", seconds)
+        model_file = session.model_path_for(config)
+        saved = model_file if session.spec.study.save_models and model_file.is_file() else None
+        upload_trial_artifacts(study, trial, config.to_yaml(), saved, session.spec)
         ordered = [values[n] for n in session.objective_names]
         if session.mode == "pareto":
             return ordered
@@ -451,7 +476,9 @@ def run_study(
             )
         if interrupt.requested:
             raise KeyboardInterrupt
-    return collect_results(study, session)
+    result = collect_results(study, session)
+    write_study_note(result)
+    return result
 
 
 def load_results(

@@ -1,0 +1,335 @@
+"""Several workers on one study: local processes (``--jobs N``) and other machines.
+
+Optuna's storages are the distributed engine; quantuna adds only what a shared trial budget and
+shared measurements need:
+
+- :func:`run_worker` runs the study as one of any number of workers. The spec's budget holds for
+  the study as a whole and exactly: a worker starts a trial only while it holds the study's "ask"
+  mutex and spent + running trials leave room (:class:`BudgetGate`). When no room is left but
+  other workers' trials are still running, it waits: one of them may die, be failed by its
+  heartbeat and need a retry.
+- :class:`WorkerSampler` seeds each worker's sampler differently (workers with one seed would
+  propose the same configs): from the number of the first trial the worker runs, unique across
+  workers and machines. Trial 0 keeps the spec's seed, so a single-process study is reproducible.
+- :func:`run_jobs` prepares the study once (baseline, warm start), then starts N local worker
+  processes and reports progress; Ctrl-C stops them all after their running trial.
+- :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from quantuna.storage import StudyMutex
+
+logger = logging.getLogger(__name__)
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def worker_seed(seed: int | None, first_trial: int) -> int | None:
+    """The sampler seed of a worker whose first trial is ``first_trial`` (trial 0: ``seed``)."""
+    if seed is None or first_trial == 0:
+        return seed
+    digest = hashlib.sha256(f"quantuna-worker:{seed}:{first_trial}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class WorkerSampler(BaseSampler):
+    """The study's sampler, built with this worker's seed when its first trial starts.
+
+    Args:
+        build: ``build(seed)`` returns the sampler the spec names.
+        seed: the spec's seed (None: unseeded).
+
+    Attributes:
+        trial_started: called with each new trial as soon as it exists in the storage.
+    """
+
+    def __init__(self, build: Callable[[int | None], BaseSampler], seed: int | None) -> None:
+        self._build = build
+        self._seed = seed
+        self._inner: BaseSampler | None = None
+        self.trial_started: list[Callable[[FrozenTrial], None]] = []
+
+    def _sampler(self, first_trial: int = 0) -> BaseSampler:
+        if self._inner is None:
+            with warnings.catch_warnings():  # the spec chose its sampler's experimental options
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._inner = self._build(worker_seed(self._seed, first_trial))
+        return self._inner
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for hook in self.trial_started:
+            hook(trial)
+        self._sampler(trial.number).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._sampler(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._sampler(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        return self._sampler(trial.number).sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._sampler(trial.number).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler().reseed_rng()
+
+
+class BudgetGate:
+    """Exactly ``budget`` trials in a study, however many workers run it.
+
+    :meth:`admit` takes the study's "ask" mutex and keeps it when spent + running trials leave
+    room; the sampler's ``trial_started`` hook releases it once the new trial is RUNNING in the
+    storage, where every other worker counts it.
+    """
+
+    def __init__(self, study: optuna.Study, budget: int, deadline: float | None) -> None:
+        self.study = study
+        self.budget = budget
+        self.deadline = deadline
+        self.mutex = StudyMutex(study, "ask")
+        if isinstance(study.sampler, WorkerSampler):
+            study.sampler.trial_started.append(self.opened)
+
+    def admit(self) -> bool:
+        """True (mutex held) when this worker may start a trial; False when the budget is done."""
+        from quantuna.study import count_spent
+
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            self.mutex.acquire()
+            # running first: a trial finishing in between is counted twice (no room), never missed
+            running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if count_spent(self.study) + running < self.budget:
+                return True
+            self.mutex.release()
+            if not running or (self.deadline is not None and time.monotonic() > self.deadline):
+                return False
+            time.sleep(1.0)  # a running trial may yet die and need a retry
+
+    def opened(self, trial: FrozenTrial) -> None:
+        """The new trial exists: other workers may ask."""
+        self.mutex.release()
+
+    def close(self) -> None:
+        """Release the mutex if still held (the study stopped before asking)."""
+        self.mutex.release()
+        if isinstance(self.study.sampler, WorkerSampler) and self.opened in self.study.sampler.trial_started:
+            self.study.sampler.trial_started.remove(self.opened)
+
+
+class _BudgetDone(Exception):
+    """No room for another trial when the worker started."""
+
+
+def run_worker(
+    spec: Any,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    mode: str | None = None,
+    storage: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    on_ready: Callable[[optuna.Study, int], None] | None = None,
+    check_hosts: bool = True,
+    **options: Any,
+) -> Any:
+    """Run (or resume) a study as one of any number of workers, local or on other machines.
+
+    Every worker runs the same spec against the same storage; this one starts trials only while
+    the study's budget has room (see :class:`BudgetGate`), so the budget holds exactly for the
+    study as a whole. Arguments are those of :func:`quantuna.study.run_study`.
+
+    Returns:
+        The study's :class:`~quantuna.results.TuneResult` when this worker stops.
+    """
+    from quantuna.spec import load_spec
+    from quantuna.study import load_results, run_study
+
+    loaded = load_spec(spec, storage=storage)
+    budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
+    limit = timeout if timeout is not None else (loaded.tuning.exit_policy.timeout or None)
+    deadline = None if not limit else time.monotonic() + limit
+    gates: list[BudgetGate] = []
+    left = [0]
+
+    def ready(study: optuna.Study, remaining: int) -> None:
+        if check_hosts:
+            warn_mixed_cpus(study, joining=True)
+        gates.append(BudgetGate(study, budget, deadline))
+        if remaining and not gates[0].admit():
+            raise _BudgetDone
+        left[0] = remaining
+        if on_ready is not None:
+            on_ready(study, remaining)
+
+    def next_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        left[0] -= 1
+        stopping = getattr(study, "_stop_flag", False)  # set by the budget or a Ctrl-C callback
+        if left[0] > 0 and not stopping and not gates[0].admit():
+            study.stop()
+
+    try:
+        return run_study(
+            loaded, n_trials=budget, timeout=limit, mode=mode,
+            callbacks=[*callbacks, next_trial], on_ready=ready, **options,
+        )
+    except _BudgetDone:
+        return load_results(loaded, mode=mode)
+    finally:
+        for gate in gates:
+            gate.close()
+
+
+def _job(entry: Callable[[list[str]], int], argv: list[str]) -> None:
+    os.setpgrp()  # Ctrl-C reaches the parent only; it stops the workers after their trial
+    sys.exit(entry(argv))
+
+
+def run_jobs(
+    spec: str | Path,
+    *,
+    jobs: int,
+    entry: Callable[[list[str]], int],
+    argv: list[str],
+    n_trials: int | None = None,
+    mode: str | None = None,
+    storage: str | None = None,
+    on_ready: Callable[[optuna.Study, int], None] | None = None,
+    on_progress: Callable[[optuna.Study, int], None] | None = None,
+) -> tuple[Any, list[int | None]]:
+    """Prepare the study once, then run ``jobs`` local worker processes on it.
+
+    The parent measures the baseline and enqueues the warm-start trials before any worker starts;
+    each worker is a spawned process running ``entry(argv)`` (the CLI's ``quantuna run``
+    arguments: passed through a pipe, so no password shows in the process list).
+
+    Args:
+        spec: the spec path.
+        jobs: how many worker processes (at most the trials left).
+        entry: a module-level function taking ``argv`` (``quantuna.cli.main``).
+        argv: the workers' arguments.
+        n_trials, mode, storage: as for :func:`quantuna.study.run_study`.
+        on_ready: called with the study and the number of trials left, before the workers start.
+        on_progress: called with the study and how many more trials were spent, while they run.
+
+    Returns:
+        The study's results and the workers' exit codes (negative: killed by that signal).
+    """
+    from quantuna.spec import load_spec
+    from quantuna.study import count_spent, load_results, run_study
+
+    loaded = load_spec(spec, storage=storage)
+    budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
+    study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
+    warn_mixed_cpus(study, joining=True)
+    spent = count_spent(study)
+    if on_ready is not None:
+        on_ready(study, max(0, budget - spent))
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=_job, args=(entry, argv), name=f"quantuna-worker-{i}")
+        for i in range(min(jobs, max(0, budget - spent)))
+    ]
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for proc in procs:
+            proc.start()
+        while any(proc.is_alive() for proc in procs):
+            next(p for p in procs if p.is_alive()).join(timeout=1.0)
+            now = count_spent(study)
+            if now > spent and on_progress is not None:
+                on_progress(study, now - spent)
+            spent = max(spent, now)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return load_results(loaded, mode=mode), [proc.exitcode for proc in procs]
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(procs: list[Any]) -> None:
+    """Ask every worker to stop (SIGINT: its running trial ends, not counted); a second Ctrl-C
+    kills them."""
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGINT)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in procs:
+            proc.join()
+
+
+def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[str]]:
+    """The CPUs that measured a study (baseline and trials), each with its hosts.
+
+    With ``joining``, this host counts too (it is about to measure).
+    """
+    from quantuna.study import BASELINE_ATTR, host_facts
+
+    sources = [study.user_attrs.get(BASELINE_ATTR) or {}]
+    sources += [t.user_attrs for t in study.get_trials(deepcopy=False)]
+    if joining:
+        sources.append(host_facts())
+    cpus: dict[str, set[str]] = {}
+    for attrs in sources:
+        if attrs.get("cpu"):
+            cpus.setdefault(attrs["cpu"], set()).add(attrs.get("host") or "?")
+    return {cpu: sorted(hosts) for cpu, hosts in sorted(cpus.items())}
+
+
+def warn_mixed_cpus(study: optuna.Study, *, joining: bool = False) -> bool:
+    """Log a warning when a study's latencies come from different CPUs; True if they do."""
+    cpus = mixed_cpus(study, joining=joining)
+    if len(cpus) < 2:
+        return False
+    listing = "; ".join(f"{cpu} ({', '.join(hosts)})" for cpu, hosts in cpus.items())
+    logger.warning(
+        "study %r is measured on different CPUs, so its latencies are not comparable: %s; "
+        "run latency-sensitive studies on one kind of machine",
+        study.study_name, listing,
+    )
+    return True

@@ -1,0 +1,84 @@
+"""The quick-start notebook runs top to bottom in a real Jupyter kernel (nbclient), as a user would.
+
+The executed copy is saved under ``test-artifacts/`` for the CI log; the committed notebook has no
+outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+PUBLIC = (
+    "quantuna.tune(",
+    "result.pareto",
+    "result.best(",
+    "quantuna.export_trial(",
+    "quantuna.apply(",
+)
+
+
+def _read() -> object:
+    import nbformat
+
+    return nbformat.read(str(NOTEBOOK), as_version=4)
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    nb = _read()
+    code = [c for c in nb.cells if c.cell_type == "code"]  # type: ignore[attr-defined]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_notebook_calls_only_the_public_api() -> None:
+    nb = _read()
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")  # type: ignore[attr-defined]
+    for call in PUBLIC:
+        assert call in source, call
+    for line in source.splitlines():
+        if "quantuna." in line and "import" in line:
+            assert line.strip() in ("import quantuna",) or line.startswith(
+                "from quantuna.export "
+            ), line
+    assert "._" not in source.replace("t.values", "")
+
+
+def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    src = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", src)  # the kernel imports this checkout's quantuna
+    nb = _read()
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    start = time.monotonic()
+    client.execute()
+    seconds = time.monotonic() - start
+    ARTIFACTS.mkdir(exist_ok=True)
+    nbformat.write(nb, str(ARTIFACTS / "quickstart.executed.ipynb"))
+    outputs = [out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs]
+    text = "".join(outputs)
+    assert "10 trials" in text and "on the feasible Pareto front" in text
+    assert "same bytes as the measured trial: True" in text
+    assert "accuracy" in text and "ratio" in text
+    figures = [
+        out
+        for c in nb.cells
+        for out in getattr(c, "outputs", [])
+        if "application/vnd.plotly.v1+json" in out.get("data", {})
+        or "text/html" in out.get("data", {})
+    ]
+    assert figures, "the Pareto front plot was not displayed"
+    assert seconds < 120, f"the quick start took {seconds:.0f} s"
