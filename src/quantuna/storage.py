@@ -81,6 +81,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
             if url.startswith(("redis://", "rediss://")):
                 return _redis_storage(url, interval, grace, retry)
+            import sqlalchemy.exc
+
             if url.startswith("sqlite"):  # local workers wait for the file lock, not fail
                 engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
             else:
@@ -94,7 +96,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                         grace_period=grace,
                         heartbeat_stale_trial_callback=retry,
                     )
-                except Exception:
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                     # workers starting together on an empty database race to create Optuna's
                     # tables; the loser finds them made on its next attempt
                     if attempt == 2:
@@ -299,7 +301,11 @@ class StudyMutex:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="quantuna-mutex-beat", daemon=True)
         self._thread.start()
-        held = enter_bakery(self.owner, self._read, self._write, give_up=give_up)
+        try:
+            held = enter_bakery(self.owner, self._read, self._write, give_up=give_up)
+        except BaseException:  # Ctrl-C while waiting: leave the queue at once
+            self.release()
+            raise
         if not held:
             self._stop_beating()
         return held

@@ -18,15 +18,17 @@ shared measurements need:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna.storage import StudyMutex
+from quantuna.storage import StudyMutex, heartbeat_settings
 
 logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -122,22 +124,36 @@ class BudgetGate:
             study.sampler.trial_started.append(self.opened)
 
     def admit(self) -> bool:
-        """True (mutex held) when this worker may start a trial; False when the budget is done."""
+        """True (mutex held) when this worker may start a trial; False when the budget is done.
+
+        With no room left while other trials run, wait: one of them may die, be failed by its
+        heartbeat and need a retry. The wait ends when none runs, at the deadline, on Ctrl-C, or
+        when the running trials have not changed for a grace period plus two heartbeats (a dead
+        worker's trial is failed by then; one that never beat never will be).
+        """
         from quantuna.study import count_spent
 
-        while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
-            self.mutex.acquire()
-            # running first: a trial finishing in between is counted twice (no room), never missed
-            running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if count_spent(self.study) + running < self.budget:
-                return True
-            self.mutex.release()
-            if not running or (self.deadline is not None and time.monotonic() > self.deadline):
-                return False
-            time.sleep(1.0)  # a running trial may yet die and need a retry
+        interval, grace = heartbeat_settings()
+        last: tuple[list[int], float] = ([], time.monotonic())
+        with _noticing_ctrl_c() as interrupted:
+            while True:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
+                self.mutex.acquire()
+                # running first: a trial finishing in between is counted twice, never missed
+                running = [t.number for t in self.study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING,))]
+                if count_spent(self.study) + len(running) < self.budget:
+                    return True
+                self.mutex.release()
+                now = time.monotonic()
+                if running != last[0]:
+                    last = (running, now)
+                if (not running or interrupted or now - last[1] > grace + 2 * interval
+                        or (self.deadline is not None and now > self.deadline)):
+                    return False
+                time.sleep(1.0)
 
     def opened(self, trial: FrozenTrial) -> None:
         """The new trial exists: other workers may ask."""
@@ -148,6 +164,27 @@ class BudgetGate:
         self.mutex.release()
         if isinstance(self.study.sampler, WorkerSampler) and self.opened in self.study.sampler.trial_started:
             self.study.sampler.trial_started.remove(self.opened)
+
+
+@contextlib.contextmanager
+def _noticing_ctrl_c() -> Iterator[list[bool]]:
+    """A list that becomes non-empty on SIGINT; the handler in place still runs."""
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(True)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _BudgetDone(Exception):

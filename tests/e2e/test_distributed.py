@@ -17,7 +17,6 @@ from typing import Any
 
 import optuna
 import pytest
-
 from conftest import tiny_spec, write_spec
 
 pytestmark = pytest.mark.slow
@@ -97,6 +96,29 @@ def _spec(directory: Path, budget: int, **overrides: Any) -> Path:
     return write_spec(directory, spec)
 
 
+SLOW_METRIC = """\
+import os, time
+import numpy as np
+from pathlib import Path
+
+def top1_slowly(outputs, labels):
+    here = Path(__file__).parent
+    with open(here / "pids", "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    busy = here / f"busy-{os.getpid()}"
+    busy.write_text("")
+    time.sleep(1.0)
+    busy.unlink()
+    return float((np.asarray(outputs).argmax(axis=1) == labels).mean())
+"""
+
+
+def _write_slow_metric(directory: Path) -> dict[str, Any]:
+    """A top-1 metric that takes a second and leaves busy-<pid> while it runs."""
+    (directory / "slow_metric.py").write_text(SLOW_METRIC)
+    return {"metric": f"{directory / 'slow_metric.py'}:top1_slowly", "higher_is_better": True}
+
+
 def _command(*args: object) -> list[str]:
     return [sys.executable, "-m", "quantuna.cli", *map(str, args)]
 
@@ -167,21 +189,8 @@ def test_workers_share_one_budget_baseline_and_measurements(
 def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
     tiny_dir: Path, storage_url: str
 ) -> None:
-    (tiny_dir / "slow_metric.py").write_text(
-        "import os, time\n"
-        "import numpy as np\n"
-        "from pathlib import Path\n\n"
-        "def top1_slowly(outputs, labels):\n"
-        "    busy = Path(__file__).with_name(f'busy-{os.getpid()}')\n"
-        "    busy.write_text('')\n"
-        "    time.sleep(1.0)\n"
-        "    busy.unlink()\n"
-        "    return float((np.asarray(outputs).argmax(axis=1) == labels).mean())\n"
-    )
     budget = 6
-    spec = _spec(tiny_dir, budget, accuracy={
-        "metric": f"{tiny_dir / 'slow_metric.py'}:top1_slowly", "higher_is_better": True,
-    })
+    spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
     worker = _start("run", spec, "--storage", storage_url, "--no-progress", cwd=tiny_dir)
     busy = tiny_dir / f"busy-{worker.pid}"
     deadline = time.monotonic() + 240
@@ -228,6 +237,37 @@ def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
     _assert_one_measurement_per_config(study)
 
 
+def test_ctrl_c_stops_every_job_and_the_same_command_resumes(tiny_dir: Path) -> None:
+    budget = 6
+    spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
+    url = f"sqlite:///{tiny_dir / 'jobs.db'}"
+    parent = _start("run", spec, "--storage", url, "--jobs", 2, "--no-progress", cwd=tiny_dir)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith("busy-") and p.name != f"busy-{parent.pid}"
+                  for p in tiny_dir.iterdir()):  # a worker is evaluating a trial
+        assert time.monotonic() < deadline and parent.poll() is None, parent.communicate()
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGINT)  # what Ctrl-C does: the workers are in their own group
+    code, output = _finish(parent, timeout=60)
+    assert code == 130, output
+    assert output.count("interrupted: the finished trials are stored") == 1, output
+    assert "Traceback" not in output
+    pids = {int(line) for line in (tiny_dir / "pids").read_text().split()} - {parent.pid}
+    time.sleep(0.5)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    study = _load(url, spec)
+    assert _spent(study) < budget
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
+
+    code, output = _finish(_start("run", spec, "--storage", url, "--jobs", 2, cwd=tiny_dir))
+    assert code == 0, output
+    study = _load(url, spec)
+    assert _spent(study) == budget
+    _assert_one_measurement_per_config(study)
+
+
 # ---------------------------------------------------------------------------------------------
 # Without servers: the pieces the workers are built from.
 
@@ -252,14 +292,14 @@ def test_the_study_mutex_excludes_across_processes(tmp_path: Path) -> None:
 
     optuna.create_study(study_name="m", storage=make_storage(url))
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_count_under_mutex, args=(url, "m", 8)) for _ in range(3)]
+    procs = [context.Process(target=_count_under_mutex, args=(url, "m", 5)) for _ in range(3)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=120)
     assert [proc.exitcode for proc in procs] == [0, 0, 0]
     study = optuna.load_study(study_name="m", storage=make_storage(url))
-    assert study.user_attrs["count"] == 24
+    assert study.user_attrs["count"] == 15
 
 
 def test_worker_seeds_keep_the_spec_seed_for_the_first_worker() -> None:
