@@ -28,8 +28,10 @@ from quantuna.measure import Measurement, measure
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
 from quantuna.quantize import quantize
 from quantuna.results import TuneResult, collect_results
+from quantuna.sampler import DEFAULT_ATTEMPTS, DistinctSampler
 from quantuna.sensitivity import rank_nodes
 from quantuna.session import Session, prepare
+from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec, redact_url
 from quantuna.storage import StudyMutex, claim_measurement, make_storage
 from quantuna.workers import WorkerSampler
@@ -59,8 +61,17 @@ def host_facts() -> dict[str, str]:
     return {"host": socket.gethostname(), "cpu": cpu}
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware)."""
+def make_sampler(
+    name: str, seed: int | None, space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware).
+
+    Given the ``space``, every sampler but ``grid`` is wrapped in a :class:`DistinctSampler`, so
+    that no trial repeats a config while the space has unused ones.
+    """
+    if space is not None and name != "grid":
+        base = make_sampler(name, seed)
+        return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
     if name in ("auto", "tpe"):
         with warnings.catch_warnings():  # multivariate and group are experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -79,7 +90,9 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
     spec = session.spec
     seed = spec.study.seed if sampler_seed is None else sampler_seed
     # each worker seeds its sampler from its first trial's number (trial 0: the spec's seed)
-    sampler = WorkerSampler(functools.partial(make_sampler, spec.study.sampler), seed)
+    sampler = WorkerSampler(
+        functools.partial(make_sampler, spec.study.sampler, space=session.space), seed
+    )
     try:
         study = optuna.create_study(
             study_name=spec.name,

@@ -136,6 +136,30 @@ def test_repeated_configs_reuse_the_measurement(tiny_dir: Path) -> None:
             assert result.study.trials[source].user_attrs["values"] == t.user_attrs["values"]
 
 
+@pytest.mark.parametrize("sampler", ["auto", "random", "nsga2"])
+def test_no_trial_repeats_a_config_while_the_space_has_unused_ones(tiny_dir: Path, sampler: str) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["study"]["sampler"] = sampler
+    # fp32 + 3 sets of int8 op types x (dynamic U8S8 + 2 formats x 2 methods static) = 16:
+    spec["space"] = {"approach": ["static", "dynamic"], "quant_format": ["QDQ", "QOperator"],
+                     "calibrate_method": ["MinMax", "Percentile"], "percentile": [99.99],
+                     "op_types": {"Conv": ["int8", "fp32"], "Gemm": ["int8", "fp32"]}}
+    path = write_spec(tiny_dir, spec)
+    from quantuna.session import prepare
+    from quantuna.spec import load_spec
+
+    distinct = len(prepare(load_spec(path)).space.distinct_configs())
+    assert distinct == 16
+    result = run_study(path, n_trials=distinct)
+    keys = [t.user_attrs["config_key"] for t in result.study.trials]
+    assert len(keys) == distinct and len(set(keys)) == distinct  # every config once, none twice
+    # past the space's size a trial repeats a config and reuses its measurement
+    more = run_study(path, n_trials=distinct + 2)
+    extra = sorted(more.study.trials, key=lambda t: t.number)[distinct:]
+    assert [t.user_attrs["config_key"] in keys for t in extra] == [True, True]
+    assert all(t.user_attrs["reused_measurement_from"] is not None for t in extra)
+
+
 @pytest.mark.parametrize("approach", ["static", "dynamic"])
 def test_export_then_apply_rebuilds_the_measured_model_byte_for_byte(tiny_dir: Path, approach: str) -> None:
     spec = tiny_spec(tiny_dir)
