@@ -1,9 +1,11 @@
 """``RangeCache``: tensor ranges computed once per calibration setting, kept on disk.
 
 The key is ours: (model sha256, calibration method and its parameters, calibration size,
-calibration data sha256). onnxruntime's own ``calibration_cache_path`` checks only the method.
-Ranges are computed for every quantizable op type, so trials that quantize fewer op types reuse
-them. A file lock makes concurrent local workers compute each setting once.
+calibration data sha256, the op types calibrated). onnxruntime's own ``calibration_cache_path``
+checks only the method. A study calibrates the tensors of every op type its space can quantize
+(the ``op.*`` knobs), so trials that quantize fewer op types reuse the same ranges, and no more
+than that: each tensor's range is computed on its own, so a wider set would only cost time. A
+file lock makes concurrent local workers compute each setting once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +78,14 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def compute_ranges(
-    model_path: Path, config: QuantConfig, calibration: Dataset, batch_size: int, out: Path
+    model_path: Path, config: QuantConfig, calibration: Dataset, batch_size: int, out: Path,
+    op_types: Sequence[str] | None = None,
 ) -> None:
-    """Run onnxruntime's calibrator for ``config``'s setting and save the ranges to ``out``."""
+    """Run onnxruntime's calibrator for ``config``'s setting and save the ranges to ``out``.
+
+    ``op_types``: whose input and output tensors are calibrated (default: every op type
+    onnxruntime can quantize).
+    """
     from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -88,13 +95,14 @@ def compute_ranges(
     options: dict[str, Any] = {"symmetric": bool(config.activation_symmetric)}
     if method == CalibrationMethod.Percentile:
         options["percentile"] = config.percentile
-    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    if op_types is None:
+        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     data = calibration.head(config.calibration_size)
     reader = _Reader(data.equal_batches(batch_size))
     with tempfile.TemporaryDirectory(prefix="quantuna-calib-") as tmp:
         calibrator = create_calibrator(
             model_path,
-            op_types,
+            list(op_types),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=method,
             extra_options=options,
@@ -118,6 +126,8 @@ class RangeCache:
         model_sha256: its hash (part of the key).
         calibration: the calibration data set (its hash is part of the key).
         batch_size: the calibration batch size (batches are made equal in size).
+        op_types: the op types whose tensors are calibrated (part of the key; default: every op
+            type onnxruntime can quantize).
     """
 
     def __init__(
@@ -127,7 +137,9 @@ class RangeCache:
         model_sha256: str,
         calibration: Dataset,
         batch_size: int,
+        op_types: Sequence[str] | None = None,
     ) -> None:
+        self.op_types = None if op_types is None else sorted(set(op_types))
         self.directory = directory
         self.model_path = model_path
         self.model_sha256 = model_sha256
@@ -138,6 +150,8 @@ class RangeCache:
         """The cache file of ``config``'s calibration setting."""
         assert config.calibration_setting is not None
         setting = dict(config.calibration_setting, batch_size=self.batch_size)
+        if self.op_types is not None:
+            setting["op_types"] = self.op_types
         key = range_key(self.model_sha256, setting, self.calibration.sha256)
         return self.directory / f"{config.calibrate_method}-{key}.json"
 
@@ -151,5 +165,6 @@ class RangeCache:
             if path.is_file():  # another local worker computed it while we waited
                 return Ranges(path, True, time.perf_counter() - start)
             logger.info("calibrating %s (%s samples)", config.calibrate_method, config.calibration_size)
-            compute_ranges(self.model_path, config, self.calibration, self.batch_size, path)
+            compute_ranges(self.model_path, config, self.calibration, self.batch_size, path,
+                           self.op_types)
         return Ranges(path, False, time.perf_counter() - start)

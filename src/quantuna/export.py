@@ -193,7 +193,10 @@ def apply(
         if exported.config.approach == "static":
             data, batch_size = _calibration_data(exported, info, calibration)
             ranges = Path(tmp) / "ranges.json"
-            compute_ranges(info.path, exported.config, data, batch_size, ranges)
+            # the config's own op types: each tensor's range is computed on its own, so these are
+            # the ranges the study's wider calibration gave the tensors this config quantizes
+            compute_ranges(info.path, exported.config, data, batch_size, ranges,
+                           op_types=exported.config.op_types)
         built = quantize(info, exported.config, Path(tmp) / "model.onnx", ranges=ranges)
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)

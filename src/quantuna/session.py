@@ -187,7 +187,8 @@ def prepare(
     hib = _directions(spec, names, instances, metric)
     fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
     calib_batch = fixed or spec.data.calibration.batch_size
-    ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set, calib_batch)
+    ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
+                        calib_batch, op_types=sorted(space.op_knobs))
     return Session(
         spec=spec,
         mode=mode,
