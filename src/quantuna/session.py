@@ -106,6 +106,16 @@ def _objective_instances(
     return instances, resolved
 
 
+SAMPLER_MODULES = {"gp": ("torch", "scipy")}  # what Optuna's samplers import on first use
+
+
+def sampler_missing_modules(name: str) -> list[str]:
+    """The modules the named sampler needs that cannot be imported here."""
+    import importlib.util
+
+    return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
+
+
 def build_model(path: Path, build: str, *, where: str) -> None:
     """Build a model on first use: ``build(path)`` writes it (once, under a file lock)."""
     if path.is_file():
@@ -154,6 +164,13 @@ def prepare(
     mode = mode or spec.tuning.mode
     if mode not in ("pareto", "weighted"):
         raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    missing = sampler_missing_modules(spec.study.sampler)
+    if missing:
+        raise SpecError(
+            f"{where}: study.sampler: {spec.study.sampler!r} (Optuna's GPSampler) needs "
+            f"{' and '.join(missing)}, which quantuna does not install; install them "
+            f"(pip install torch==2.13.0 scipy on a CPU machine) or choose auto, tpe, nsga2 or random"
+        )
     if spec.model_build is not None:
         build_model(spec.model, spec.model_build, where=f"{where}: model.build")
     model = inspect_model(spec.model, where=f"{where}: model")

@@ -193,3 +193,19 @@ def test_a_failing_builder_is_a_spec_error(tiny_dir: Path) -> None:
     with pytest.raises(SpecError, match=r"model\.build: .*bad_builder\.py:build failed: RuntimeError: no disk"):
         prepare(load_spec(write_spec(tiny_dir, spec)))
     assert not (tiny_dir / "cache" / "x.onnx").exists()
+
+
+def test_a_sampler_whose_libraries_are_missing_is_a_spec_error(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    spec = tiny_spec(tiny_dir)
+    spec["study"]["sampler"] = "gp"
+    with pytest.raises(SpecError, match=r"study\.sampler: 'gp' .* needs torch"):
+        prepare(load_spec(write_spec(tiny_dir, spec)))
+    spec["study"]["sampler"] = "tpe"
+    prepare(load_spec(write_spec(tiny_dir, spec)))  # the others need nothing more
