@@ -2,8 +2,7 @@
 
 :mod:`quantuna.cli` adds them with :func:`add_dashboard_parser` and :func:`add_report_parser` and
 dispatches to :func:`cli_dashboard` and :func:`cli_report`. They print what a person sees; the work
-is in :mod:`quantuna.dashboard` and :mod:`quantuna.report`. ``python -m quantuna.cli_view`` runs
-them on their own.
+is in :mod:`quantuna.dashboard` and :mod:`quantuna.report`.
 """
 
 from __future__ import annotations
@@ -105,29 +104,3 @@ def cli_report(args: argparse.Namespace) -> int:
         engine = write_png(result, args.png, engine=args.png_engine)
         print(f"wrote {args.png} (drawn with {engine})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the two commands without :mod:`quantuna.cli` (``python -m quantuna.cli_view``)."""
-    import logging
-
-    from quantuna.errors import QuantunaError, SpecError
-
-    parser = argparse.ArgumentParser(prog="python -m quantuna.cli_view")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_dashboard_parser(sub)
-    add_report_parser(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args))
-    except SpecError as exc:
-        print(f"quantuna: error: {exc}", file=sys.stderr)
-        return 2
-    except QuantunaError as exc:
-        print(f"quantuna: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,11 +10,14 @@ trial of the study already has, it proposes again, up to ``attempts`` times; aft
 an unused config of the space at random. Only when the space is exhausted does a trial repeat a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
+
+:func:`make_sampler` builds the sampler a spec names, wrapped.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,3 +129,27 @@ class DistinctSampler(BaseSampler):
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
         self._rng = random.Random()
+
+
+def make_sampler(
+    name: str, seed: int | None, space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware).
+
+    Given the ``space``, every sampler but ``grid`` is wrapped in a :class:`DistinctSampler`, so
+    that no trial repeats a config while the space has unused ones.
+    """
+    if space is not None and name != "grid":
+        base = make_sampler(name, seed)
+        return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
+    if name in ("auto", "tpe"):
+        with warnings.catch_warnings():  # multivariate and group are experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.BruteForceSampler(seed=seed)

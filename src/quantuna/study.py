@@ -28,10 +28,9 @@ from quantuna.measure import Measurement, measure
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
 from quantuna.quantize import quantize
 from quantuna.results import TuneResult, collect_results
-from quantuna.sampler import DEFAULT_ATTEMPTS, DistinctSampler
+from quantuna.sampler import make_sampler
 from quantuna.sensitivity import rank_nodes
 from quantuna.session import Session, prepare
-from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec, redact_url
 from quantuna.storage import StudyMutex, claim_measurement, make_storage
 from quantuna.workers import WorkerSampler
@@ -59,30 +58,6 @@ def host_facts() -> dict[str, str]:
     except OSError:
         pass
     return {"host": socket.gethostname(), "cpu": cpu}
-
-
-def make_sampler(
-    name: str, seed: int | None, space: SearchSpace | None = None
-) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware).
-
-    Given the ``space``, every sampler but ``grid`` is wrapped in a :class:`DistinctSampler`, so
-    that no trial repeats a config while the space has unused ones.
-    """
-    if space is not None and name != "grid":
-        base = make_sampler(name, seed)
-        return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
-    if name in ("auto", "tpe"):
-        with warnings.catch_warnings():  # multivariate and group are experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.BruteForceSampler(seed=seed)
 
 
 def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.Study:

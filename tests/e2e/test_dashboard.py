@@ -392,7 +392,7 @@ def test_dashboard_without_the_extra_says_how_to_install(
     assert str(err.value) == "optuna-dashboard is not installed: pip install 'quantuna[dashboard]'"
     write_study_note(mixed_study)  # skipped quietly: the run must not fail for a missing extra
 
-    from quantuna.cli_view import main
+    from quantuna.cli import main
 
     assert main(["dashboard", str(mixed_study.session.spec.path)]) == 1
 
