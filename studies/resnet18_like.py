@@ -263,7 +263,7 @@ def ensure_model(path: str | os.PathLike[str] = MODEL_PATH) -> Path:
     """The model at ``path``, built first if missing (under quantuna's build lock)."""
     path = Path(path)
     if not path.is_file():
-        from quantuna.session import build_model
+        from quantuna.model import build_model
 
         build_model(path, f"{Path(__file__).resolve()}:build", where=str(path))
     return path

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "tune": "quantuna.api",
-    "load_results": "quantuna.study",
-    "run_study": "quantuna.study",
+    "load_results": "quantuna.study.run",
+    "run_study": "quantuna.study.run",
     "apply": "quantuna.export",
     "export_trial": "quantuna.export",
     "ExportedConfig": "quantuna.export",

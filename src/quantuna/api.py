@@ -10,11 +10,11 @@ from typing import Any
 from quantuna.errors import SpecError
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
-from quantuna.study import run_study
+from quantuna.study.run import run_study
 
 
 def tune(spec: str | Path | dict[str, Any] | StudySpec, n_trials: int | None = None, **options: Any) -> TuneResult:
-    """Run or resume the study a spec describes; see :func:`quantuna.study.run_study`.
+    """Run or resume the study a spec describes; see :func:`quantuna.study.run.run_study`.
 
     Example:
         >>> result = quantuna.tune("studies/digits.yaml", n_trials=40)  # doctest: +SKIP
@@ -82,5 +82,6 @@ class Quantization:
         )
         chosen = self.result.best(self.pick)
         session = self.result.session
+        assert session is not None  # run_study always returns its session
         exported = ExportedConfig(chosen.config, {"batch_size": session.ranges.batch_size}, {})
         return apply(exported, spec.model, calibration=session.calibration)

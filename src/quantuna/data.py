@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from quantuna._util import import_reference
 from quantuna.errors import SpecError
-from quantuna.modelinfo import InputInfo, ModelInfo
+from quantuna.model import InputInfo, ModelInfo
 from quantuna.spec import DataSource
 
 Batch = dict[str, np.ndarray]
-
-
-def import_reference(ref: str, *, where: str) -> Any:
-    """Import ``package.module:name`` or ``path/to/file.py:name``, which the user named.
-
-    Code is imported only because the user named it in the spec or the API.
-    """
-    module_name, _, attr = ref.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            module = _import_file(Path(module_name))
-        else:
-            module = importlib.import_module(module_name)
-    except SpecError:
-        raise
-    except Exception as exc:
-        raise SpecError(f"{where}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
-    if not hasattr(module, attr):
-        raise SpecError(f"{where}: module {module_name!r} has no attribute {attr!r}")
-    return getattr(module, attr)
-
-
-def _import_file(path: Path) -> Any:
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
-    name = "quantuna_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
-from quantuna.calibrate import compute_ranges
+from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import QuantunaError, SpecError
-from quantuna.modelinfo import inspect_model, sha256_file
-from quantuna.quantize import quantize
+from quantuna.model import inspect_model
+from quantuna.ort.calibrate import compute_ranges
+from quantuna.ort.quantize import quantize
 from quantuna.spec import DataSource, redact_url
 
 logger = logging.getLogger(__name__)

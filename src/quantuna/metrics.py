@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantuna._util import import_reference
 from quantuna.errors import SpecError
 
 MetricFn = Callable[[np.ndarray, "np.ndarray | None"], float]
@@ -89,8 +90,6 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
     if name in BUILTIN_METRICS:
         metric = BUILTIN_METRICS[name]
     elif ":" in name:  # "pkg.mod:fn" or "file.py:fn"
-        from quantuna.data import import_reference
-
         fn = import_reference(name, where=where)
         if not callable(fn):
             raise SpecError(f"{where}: {name} is not callable")

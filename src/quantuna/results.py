@@ -12,13 +12,17 @@ Pick rules (``TuneResult.pick(rule)``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from quantuna.config import QuantConfig
 from quantuna.errors import QuantunaError
 from quantuna.objective import MultiObjective
+from quantuna.spec import redact_url
+
+if TYPE_CHECKING:
+    from quantuna.study.session import Session
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class TuneResult:
     baseline: dict[str, Any]
     trials: list[TrialResult] = field(default_factory=list)
     pareto: list[TrialResult] = field(default_factory=list)
-    session: Any = None
+    session: Session | None = None
 
     @property
     def failed(self) -> list[optuna.trial.FrozenTrial]:
@@ -197,7 +201,7 @@ def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]
     ]
 
 
-def collect_results(study: optuna.Study, session: Any) -> TuneResult:
+def collect_results(study: optuna.Study, session: Session) -> TuneResult:
     """Read a study's trials into a :class:`TuneResult`."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     trials = [TrialResult.from_trial(t) for t in complete if "values" in t.user_attrs]
@@ -215,3 +219,112 @@ def collect_results(study: optuna.Study, session: Any) -> TuneResult:
         pareto=pareto_front(trials, session.objective_names, session.higher_is_better),
         session=session,
     )
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What a study found, as text: the one summary the CLI, the report and the note render.
+
+    Attributes:
+        title: ``<study> (<mode>)``.
+        facts: ordered one-line facts (``trials``, ``fp32 baseline``, ``accuracy target``,
+            ``export pick``, ``storage``).
+        header: the Pareto table's header (trial, objectives with units, config).
+        rows: the fp32 row, then the feasible Pareto trials.
+        failures: (trial numbers, reason) of failed trials, one entry per reason.
+        has_front: whether any trial is on the feasible front.
+    """
+
+    title: str
+    facts: dict[str, str]
+    header: list[str]
+    rows: list[list[str]]
+    failures: list[tuple[list[int], str]]
+    has_front: bool
+
+    def table(self) -> str:
+        """The Pareto table as aligned text."""
+        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [self.header, *self.rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        """The summary for a terminal."""
+        lines = [f"study {self.title}"]
+        lines += [f"{key}: {value}" for key, value in self.facts.items()]
+        lines += ["", self.table() if self.has_front else NO_FEASIBLE]
+        lines += [f"failed {', '.join(f'#{n}' for n in numbers[:8])}: {reason}"
+                  for numbers, reason in self.failures]
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The summary as Markdown (the optuna-dashboard study note)."""
+        def md(text: str) -> str:
+            return text.replace("|", "\\|")
+
+        lines = [f"## quantuna: {self.title}", ""]
+        lines += [f"- **{key}**: {md(value)}" for key, value in self.facts.items()]
+        lines += ["", "### Feasible Pareto set", ""]
+        if self.has_front:
+            lines.append("| " + " | ".join(md(h) for h in self.header) + " |")
+            lines.append("|" + "---|" * len(self.header))
+            lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in self.rows]
+        else:
+            lines.append(NO_FEASIBLE)
+        for numbers, reason in self.failures:
+            lines.append(f"- failed {', '.join(f'#{n}' for n in numbers[:8])}: {md(reason)}")
+        return "\n".join(lines) + "\n"
+
+
+NO_FEASIBLE = "No trial meets the accuracy target yet."
+
+
+def summarize(result: TuneResult) -> StudySummary:
+    """The :class:`StudySummary` of a study's results."""
+    session = result.session
+    name = session.spec.name if session is not None else result.study.study_name
+    metric = session.metric.name if session is not None else "accuracy"
+    base = result.baseline.get("values", {})
+    measured = sum(1 for t in result.trials if t.reused_from is None)
+    feasible = sum(1 for t in result.trials if t.feasible)
+    criterion = {k: v for k, v in result.accuracy_criterion.items() if k != "higher_is_better"}
+    sign = ">=" if result.accuracy_criterion.get("higher_is_better", True) else "<="
+    facts = {
+        "trials": (
+            f"{len(result.trials)} complete ({measured} measured, the rest reused; {feasible} "
+            f"feasible), {len(result.stopped_early)} stopped early as hopeless, "
+            f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
+        ),
+        "fp32 baseline": ", ".join(
+            f"{label} {format_value(base.get(n))}"
+            for n, label in zip(result.objective_names, objective_labels(result))
+        ),
+        f"accuracy target ({metric})": (
+            f"{sign} {format_value(result.baseline.get('accuracy_target'))} "
+            f"(fp32 {format_value(base.get('accuracy'))}, criterion {criterion})"
+        ),
+    }
+    if result.trials:
+        pick = result.pick("weighted")
+        facts["export pick"] = (
+            f"trial {pick.trial.number} by Neural Compressor's weighted rule"
+            + ("" if pick.feasible else " (does not meet the accuracy target)")
+            + f": {pick.trial.summary}"
+        )
+    if session is not None:
+        facts["storage"] = redact_url(session.spec.storage)
+    reasons: dict[str, list[int]] = {}
+    for t in result.failed:
+        reason = str(t.user_attrs.get("fail_reason", "interrupted"))
+        reasons.setdefault(reason[:160], []).append(t.number)
+    header, rows = pareto_rows(result)
+    return StudySummary(
+        title=f"{name!r} ({result.mode})",
+        facts=facts,
+        header=header,
+        rows=rows,
+        failures=[(numbers, reason) for reason, numbers in reasons.items()],
+        has_front=bool(result.pareto),
+    )
+

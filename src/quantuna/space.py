@@ -13,7 +13,7 @@ from typing import Any
 
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
-from quantuna.modelinfo import DEFAULT_KNOB_OP_TYPES, ModelInfo
+from quantuna.model import DEFAULT_KNOB_OP_TYPES, ModelInfo
 from quantuna.spec import SpaceSection
 
 Choose = Callable[[str, Sequence[Any]], Any]
@@ -26,13 +26,26 @@ class SearchSpace:
         space: the spec's ``space`` section.
         model: the inspected model (its op types decide the default per-op-type knobs).
         calibration_size: the default calibration size (``data.calibration.size``).
+        sensitive: (node, op type) pairs, most sensitive first, each given an int8/fp32 knob
+            (``node.<name>``); see :meth:`with_sensitive`.
         where: how errors name the spec.
+
+    A space never changes once built: :meth:`with_sensitive` returns a new one.
     """
 
     def __init__(
-        self, space: SpaceSection, model: ModelInfo, calibration_size: int, *, where: str = "spec"
+        self,
+        space: SpaceSection,
+        model: ModelInfo,
+        calibration_size: int,
+        *,
+        sensitive: Sequence[tuple[str, str]] = (),
+        where: str = "spec",
     ) -> None:
         self._space = space
+        self._model = model
+        self._calibration_size = calibration_size
+        self._where = where
         if space.op_types is None:
             op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in model.op_types}
         else:
@@ -46,7 +59,7 @@ class SearchSpace:
         if not op_knobs:
             raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
         self.op_knobs: dict[str, list[str]] = op_knobs
-        self.sensitive: list[tuple[str, str]] = []  # (node, op type), most sensitive first
+        self.sensitive: tuple[tuple[str, str], ...] = tuple(sensitive)
         self.calibration_sizes = list(dict.fromkeys(space.calibration_size or [calibration_size]))
         self.dynamic_types = [t for t in space.types if t.startswith("U8")]
         if space.approach == ["dynamic"] and not self.dynamic_types:
@@ -101,9 +114,10 @@ class SearchSpace:
             **common,
         )
 
-    def set_sensitive(self, nodes: Sequence[tuple[str, str]]) -> None:
-        """Give each of these (node, op type) pairs an int8/fp32 knob (``node.<name>``)."""
-        self.sensitive = list(nodes)
+    def with_sensitive(self, nodes: Sequence[tuple[str, str]]) -> SearchSpace:
+        """This space plus an int8/fp32 knob (``node.<name>``) for each (node, op type) pair."""
+        return SearchSpace(self._space, self._model, self._calibration_size,
+                           sensitive=nodes, where=self._where)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""
@@ -114,24 +128,29 @@ class SearchSpace:
         stack: list[list[int]] = [[]]
         while stack:
             prefix = stack.pop()
-            params: dict[str, Any] = {}
-            depth = 0
-            branch: list[tuple[int, int]] = []
-
-            def choose(name: str, values: Sequence[Any]) -> Any:
-                nonlocal depth
-                index = prefix[depth] if depth < len(prefix) else 0
-                if depth >= len(prefix):
-                    branch.append((depth, len(values)))
-                depth += 1
-                params[name] = values[index]
-                return values[index]
-
-            config = self.build(choose)
+            params, config, branch = self._build_along(prefix)
             for level, count in reversed(branch):
                 for alt in range(count - 1, 0, -1):
                     stack.append(prefix + [0] * (level - len(prefix)) + [alt])
             yield params, config
+
+    def _build_along(
+        self, prefix: list[int]
+    ) -> tuple[dict[str, Any], QuantConfig, list[tuple[int, int]]]:
+        """The config whose first choices are ``prefix`` (then the first value of each knob),
+        its params, and the (depth, number of values) of each choice past the prefix."""
+        params: dict[str, Any] = {}
+        branch: list[tuple[int, int]] = []
+
+        def choose(name: str, values: Sequence[Any]) -> Any:
+            depth = len(params)
+            index = prefix[depth] if depth < len(prefix) else 0
+            if depth >= len(prefix):
+                branch.append((depth, len(values)))
+            params[name] = values[index]
+            return values[index]
+
+        return params, self.build(choose), branch
 
     def distinct_configs(self) -> list[QuantConfig]:
         """The distinct configs of the space (what an exhaustive search would measure)."""

@@ -214,8 +214,8 @@ def run_configs(
     import optuna
 
     import quantuna
-    from quantuna.session import prepare
-    from quantuna.study import open_study
+    from quantuna.study.run import open_study
+    from quantuna.study.session import prepare
 
     session = prepare(spec, calibration=calibration)
     study = open_study(session)

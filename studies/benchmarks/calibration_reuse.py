@@ -53,7 +53,7 @@ def measure(images: int, trials: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(C.STUDIES))
     import resnet18_like as R
 
-    from quantuna.session import prepare
+    from quantuna.study.session import prepare
 
     batches = list(R.calibration_batches(count=images))
     ratios, calib_ratios = [], []

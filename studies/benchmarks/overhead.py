@@ -153,7 +153,7 @@ def run_quantuna(spec_path: Path, configs: list[Any], tmp: Path) -> list[float]:
 
 
 def measure_study(which: str, rounds: int) -> dict[str, Any]:
-    from quantuna.session import prepare
+    from quantuna.study.session import prepare
 
     with C.scratch(f"overhead-{which}-") as tmp:
         session = prepare(C.bench_spec(SPECS[which], tmp / "raw"))
@@ -195,7 +195,7 @@ def main() -> None:
     import onnxruntime.quantization  # noqa: F401
     import optuna.samplers  # noqa: F401
 
-    import quantuna.study  # noqa: F401
+    import quantuna.study.run  # noqa: F401
 
     which = ["digits", "resnet"] if args.study == "both" else [args.study]
     rows = []

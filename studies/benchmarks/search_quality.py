@@ -12,8 +12,8 @@ fp32).
    the sampler, the space, reuse of already measured configs, constraints, attrs) except the
    measurement itself, which is looked up in the exhaustive table by config key: so the searches
    see exactly the values the exhaustive front was built from, and measurement noise cannot make
-   a search look better or worse than it is. (The lookup replaces ``quantuna.study.measure_model``
-   and ``quantuna.study._measure_config`` inside this process.)
+   a search look better or worse than it is. (The lookup replaces ``quantuna.study.baseline.measure_model``
+   and ``quantuna.study.trial.measure_config`` inside this process.)
 3. **Hypervolume** of the feasible trials among the first 10, 20 and 40 trials, divided by the
    hypervolume of the exhaustive feasible front, with objectives turned into minimisation
    (accuracy negated) and measured in two boxes:
@@ -64,7 +64,7 @@ def _hv2(points: np.ndarray, ref: np.ndarray) -> float:
         return 0.0
     pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
     volume, best_y = 0.0, ref[1]
-    for i, (x, y) in enumerate(pts):
+    for x, y in pts:
         if y < best_y:
             next_x = ref[0]
             volume += (next_x - x) * (best_y - y)
@@ -126,8 +126,8 @@ def exhaustive(refresh: bool) -> tuple[Any, Any]:
     import optuna
 
     import quantuna
-    from quantuna.session import prepare
-    from quantuna.study import load_results
+    from quantuna.study.run import load_results
+    from quantuna.study.session import prepare
 
     digest = hashlib.sha256(C.QUALITY_SPEC.read_bytes()).hexdigest()[:12]
     C.CACHE.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ class Lookup:
     """Stands in for quantuna's measurement: the exhaustive study's values by config key."""
 
     def __init__(self, exhaustive_result: Any) -> None:
-        from quantuna.measure import Measurement
+        from quantuna.ort.measure import Measurement
 
         self.values = {t.config.key(): dict(t.values) for t in exhaustive_result.trials}
         self.baseline = Measurement(values=dict(exhaustive_result.baseline["values"]))
@@ -186,16 +186,17 @@ def search(lookup: Lookup, sampler: str, seed: int, trials: int, tmp: Path) -> t
     """One search of ``trials`` trials, measured by ``lookup``; returns the result and the count
     of evaluations quantuna asked for."""
     import quantuna
-    import quantuna.study as qs
+    import quantuna.study.baseline as qb
+    import quantuna.study.trial as qt
 
     spec = _spec(sampler, seed, tmp / f"{sampler}-{seed}.db", tmp / f"{sampler}-{seed}", f"{sampler}-{seed}")
-    saved = qs.measure_model, qs._measure_config
-    qs.measure_model, qs._measure_config = lookup.measure_model, lookup.measure_config
+    saved = qb.measure_model, qt.measure_config
+    qb.measure_model, qt.measure_config = lookup.measure_model, lookup.measure_config
     before = lookup.measured
     try:
         result = quantuna.tune(spec, n_trials=trials)
     finally:
-        qs.measure_model, qs._measure_config = saved
+        qb.measure_model, qt.measure_config = saved
     return result, lookup.measured - before
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import logging
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,12 @@ VARIANTS = {  # name: (format, activation, weight, per_channel, reduce_range)
 
 
 def _quantize(model: Path, out: Path, variant: tuple, batches: list) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     fmt, act, wt, pc, rr = variant
 

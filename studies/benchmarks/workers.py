@@ -52,7 +52,7 @@ def storage_for(template: str | None, spec: Path, name: str) -> str:
 
 
 def load(url: str, name: str) -> optuna.Study:
-    from quantuna.storage import make_storage
+    from quantuna.study.storage import make_storage
 
     return optuna.load_study(study_name=name, storage=make_storage(url))
 

@@ -19,10 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from quantuna.config import QuantConfig
-from quantuna.session import prepare
+from quantuna.ort.quantize import quantize
 from quantuna.spec import load_spec
-from quantuna.study import measure_model
-from quantuna.quantize import quantize
+from quantuna.study.baseline import measure_model
+from quantuna.study.session import prepare
 
 HERE = Path(__file__).resolve().parents[1]
 RSS = r"""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import tiny_spec, write_spec
 
 pytestmark = pytest.mark.slow
@@ -31,7 +29,7 @@ def test_help_teaches_and_stays_light() -> None:
     for command in ("run", "validate", "export", "apply"):
         assert command in out.stdout
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, quantuna.cli as c; c._parser();"
+        [sys.executable, "-c", "import sys, quantuna.cli.app as c; c.build_parser();"
          "print(sorted(m for m in ('optuna', 'onnxruntime', 'onnx', 'numpy') if m in sys.modules))"],
         capture_output=True, text=True, check=True,
     )
@@ -97,7 +95,7 @@ def test_run_export_apply_on_the_digits_example(digits_copy: Path) -> None:
     work = digits_copy.parent
     run = quantuna("run", digits_copy, "--trials", "6", "--no-progress")
     assert run.returncode == 0, run.stderr
-    assert "feasible Pareto front" in run.stdout and "stored in sqlite:///" in run.stdout
+    assert "feasible Pareto front" in run.stdout and "storage: sqlite:///" in run.stdout
     assert "fp32" in run.stdout and "accuracy target (top1)" in run.stdout
     assert (work / "digits.db").exists()
 
@@ -119,7 +117,7 @@ def test_run_export_apply_on_the_digits_example(digits_copy: Path) -> None:
 
     more = quantuna("run", digits_copy, "--trials", "8", "--no-progress")  # resume: 2 more trials
     assert more.returncode == 0, more.stderr
-    assert "8 complete trials" in more.stdout or "failed" in more.stdout
+    assert "8 complete" in more.stdout or "failed" in more.stdout
 
 
 def _count_finished(db: Path) -> int:

@@ -138,7 +138,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 def _load(url: str, spec_path: Path) -> optuna.Study:
     import yaml
 
-    from quantuna.storage import make_storage
+    from quantuna.study.storage import make_storage
 
     name = yaml.safe_load(spec_path.read_text())["study"]["name"]
     return optuna.load_study(study_name=name, storage=make_storage(url))
@@ -153,7 +153,7 @@ def _assert_one_measurement_per_config(study: optuna.Study) -> None:
 
 
 def _spent(study: optuna.Study) -> int:
-    from quantuna.study import count_spent
+    from quantuna.study.attrs import count_spent
 
     return count_spent(study)
 
@@ -273,7 +273,8 @@ def test_ctrl_c_stops_every_job_and_the_same_command_resumes(tiny_dir: Path) -> 
 
 
 def _count_under_mutex(url: str, name: str, rounds: int) -> None:
-    from quantuna.storage import StudyMutex, make_storage
+    from quantuna.study.mutex import StudyMutex
+    from quantuna.study.storage import make_storage
 
     study = optuna.load_study(study_name=name, storage=make_storage(url))
     mutex = StudyMutex(study, "counter")
@@ -288,7 +289,7 @@ def test_the_study_mutex_excludes_across_processes(tmp_path: Path) -> None:
     import multiprocessing
 
     url = f"sqlite:///{tmp_path / 'mutex.db'}"
-    from quantuna.storage import make_storage
+    from quantuna.study.storage import make_storage
 
     optuna.create_study(study_name="m", storage=make_storage(url))
     context = multiprocessing.get_context("spawn")
@@ -303,7 +304,7 @@ def test_the_study_mutex_excludes_across_processes(tmp_path: Path) -> None:
 
 
 def test_worker_seeds_keep_the_spec_seed_for_the_first_worker() -> None:
-    from quantuna.workers import worker_seed
+    from quantuna.study.sampler import worker_seed
 
     assert worker_seed(0, 0) == 0 and worker_seed(None, 5) is None
     seeds = {worker_seed(0, n) for n in range(1, 50)}
@@ -311,7 +312,7 @@ def test_worker_seeds_keep_the_spec_seed_for_the_first_worker() -> None:
 
 
 def test_a_study_measured_on_two_cpus_warns(caplog: pytest.LogCaptureFixture) -> None:
-    from quantuna.workers import mixed_cpus, warn_mixed_cpus
+    from quantuna.study.workers import mixed_cpus, warn_mixed_cpus
 
     study = optuna.create_study()
     study.set_user_attr("baseline", {"host": "a", "cpu": "CPU one"})
@@ -319,7 +320,7 @@ def test_a_study_measured_on_two_cpus_warns(caplog: pytest.LogCaptureFixture) ->
         study.add_trial(optuna.create_trial(value=1.0, user_attrs={"host": host, "cpu": cpu}))
     assert not warn_mixed_cpus(study)
     study.add_trial(optuna.create_trial(value=1.0, user_attrs={"host": "c", "cpu": "CPU two"}))
-    with caplog.at_level("WARNING", logger="quantuna.workers"):
+    with caplog.at_level("WARNING", logger="quantuna.study.workers"):
         assert warn_mixed_cpus(study)
     assert mixed_cpus(study) == {"CPU one": ["a", "b"], "CPU two": ["c"]}
     assert "not comparable" in caplog.text and "CPU two (c)" in caplog.text
@@ -327,7 +328,7 @@ def test_a_study_measured_on_two_cpus_warns(caplog: pytest.LogCaptureFixture) ->
 
 def test_storage_errors_never_show_the_password() -> None:
     from quantuna.errors import SpecError
-    from quantuna.storage import make_storage
+    from quantuna.study.storage import make_storage
 
     with pytest.raises(SpecError) as info:
         make_storage(f"postgresql+psycopg2://someone:{SECRET}@127.0.0.1:1/none")

@@ -7,12 +7,12 @@ from pathlib import Path
 import onnx
 import optuna
 import pytest
-
-import quantuna
 from conftest import tiny_spec, write_spec
 from custom_objectives import BatchTimer
+
+import quantuna
 from quantuna.objective import OBJECTIVES, objective_custom_registry, weighted_ratio_score
-from quantuna.study import run_study
+from quantuna.study.run import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 EVAL_BATCHES = 2  # 60 evaluation samples, batch_size 30

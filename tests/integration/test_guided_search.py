@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-
 from conftest import tiny_spec, write_spec
+
 from quantuna.metrics import BUILTIN_METRICS, best_reachable
-from quantuna.study import count_spent, run_study
+from quantuna.study.attrs import count_spent
+from quantuna.study.run import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quantuna.measure import measure_footprint
+from quantuna.ort.footprint import measure_footprint
 
 INDEPENDENT_RSS = r"""
 import sys

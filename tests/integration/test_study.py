@@ -9,14 +9,14 @@ import numpy as np
 import onnx
 import optuna
 import pytest
+from conftest import tiny_spec, write_spec
 from onnx import TensorProto, helper, numpy_helper
 
 import quantuna
-from conftest import tiny_spec, write_spec
 from quantuna.errors import SpecError
 from quantuna.export import export_trial, file_sha256, write_export
 from quantuna.objective import weighted_ratio_score
-from quantuna.study import load_results, run_study
+from quantuna.study.run import load_results, run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -145,8 +145,8 @@ def test_no_trial_repeats_a_config_while_the_space_has_unused_ones(tiny_dir: Pat
                      "calibrate_method": ["MinMax", "Percentile"], "percentile": [99.99],
                      "op_types": {"Conv": ["int8", "fp32"], "Gemm": ["int8", "fp32"]}}
     path = write_spec(tiny_dir, spec)
-    from quantuna.session import prepare
     from quantuna.spec import load_spec
+    from quantuna.study.session import prepare
 
     distinct = len(prepare(load_spec(path)).space.distinct_configs())
     assert distinct == 16

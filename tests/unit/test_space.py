@@ -6,11 +6,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import tiny_spec, write_spec
+
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
-from quantuna.modelinfo import inspect_model
+from quantuna.model import inspect_model
 from quantuna.space import SearchSpace
 from quantuna.spec import SpaceSection, load_spec
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import tiny_spec, write_spec
+
 from quantuna.errors import SpecError
-from quantuna.session import prepare
 from quantuna.spec import load_spec, redact_url
+from quantuna.study.session import prepare
 
 
 def test_defaults_put_storage_and_workdir_beside_the_spec(tiny_spec_path: Path) -> None:

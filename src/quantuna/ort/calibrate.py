@@ -10,10 +10,7 @@ file lock makes concurrent local workers compute each setting once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -23,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantuna._util import file_lock
 from quantuna.config import QuantConfig
 from quantuna.data import Batch, Dataset
+from quantuna.ort._capture import captured
+from quantuna.ort.options import calibrator_options, quantizable_op_types
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -65,18 +65,6 @@ def range_key(model_sha256: str, setting: dict[str, Any], data_sha256: str) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the ``with`` block (other local processes wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def compute_ranges(
     model_path: Path, config: QuantConfig, calibration: Dataset, batch_size: int, out: Path,
     op_types: Sequence[str] | None = None,
@@ -86,17 +74,12 @@ def compute_ranges(
     ``op_types``: whose input and output tensors are calibrated (default: every op type
     onnxruntime can quantize).
     """
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization import create_calibrator, save_tensors_data
 
     assert config.calibration_setting is not None and config.calibration_size is not None
-    method = CalibrationMethod[config.calibrate_method or "MinMax"]
-    # onnxruntime's spellings of the calibration options live here and nowhere else.
-    options: dict[str, Any] = {"symmetric": bool(config.activation_symmetric)}
-    if method == CalibrationMethod.Percentile:
-        options["percentile"] = config.percentile
+    method, options = calibrator_options(config)
     if op_types is None:
-        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        op_types = quantizable_op_types()
     data = calibration.head(config.calibration_size)
     reader = _Reader(data.equal_batches(batch_size))
     with tempfile.TemporaryDirectory(prefix="quantuna-calib-") as tmp:
@@ -107,12 +90,9 @@ def compute_ranges(
             calibrate_method=method,
             extra_options=options,
         )
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
+        with captured("calibrate"):
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
-        if captured.getvalue().strip():
-            logger.debug("onnxruntime calibration output: %s", captured.getvalue().strip())
         del calibrator
     save_tensors_data(ranges, out)
 

@@ -1,8 +1,8 @@
 """``quantuna dashboard`` and ``quantuna report``: the commands that show a study.
 
-:mod:`quantuna.cli` adds them with :func:`add_dashboard_parser` and :func:`add_report_parser` and
-dispatches to :func:`cli_dashboard` and :func:`cli_report`. They print what a person sees; the work
-is in :mod:`quantuna.dashboard` and :mod:`quantuna.report`.
+:mod:`quantuna.cli.app` adds them with :func:`add_dashboard_parser` and
+:func:`add_report_parser`. They print what a person sees; the work is in
+:mod:`quantuna.views.dashboard` and :mod:`quantuna.views.report`.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cli_dashboard(args: argparse.Namespace) -> int:
     """Run ``quantuna dashboard``: serve until Ctrl-C; print the URL once listening."""
-    from quantuna.dashboard import MISSING_DASHBOARD, serve
     from quantuna.errors import QuantunaError
     from quantuna.spec import load_spec
+    from quantuna.views.dashboard import MISSING_DASHBOARD, serve
 
     try:
         import optuna_dashboard  # noqa: F401
@@ -94,8 +94,8 @@ def cli_dashboard(args: argparse.Namespace) -> int:
 
 def cli_report(args: argparse.Namespace) -> int:
     """Run ``quantuna report``: write the HTML page (and the PNG) and say where."""
-    from quantuna.report import write_png, write_report
-    from quantuna.study import load_results
+    from quantuna.study.run import load_results
+    from quantuna.views.report import write_png, write_report
 
     result = load_results(args.spec, storage=args.storage)
     out = write_report(result, args.output)

@@ -11,14 +11,16 @@ an unused config of the space at random. Only when the space is exhausted does a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
 
-:func:`make_sampler` builds the sampler a spec names, wrapped.
+:func:`make_sampler` builds the sampler a spec names, wrapped; :class:`WorkerSampler` seeds each
+worker's copy differently.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import random
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -26,6 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from quantuna._compat import experimental_quiet, trial_id
 from quantuna.space import SearchSpace
 
 DEFAULT_ATTEMPTS = 12
@@ -108,9 +111,9 @@ class DistinctSampler(BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        drawn = self._drawn.get(trial._trial_id)
+        drawn = self._drawn.get(trial_id(trial))
         if drawn is None:
-            drawn = self._drawn[trial._trial_id] = self._draw(study, trial)
+            drawn = self._drawn[trial_id(trial)] = self._draw(study, trial)
         choices = getattr(param_distribution, "choices", None)
         if param_name in drawn and (choices is None or drawn[param_name] in choices):
             return drawn[param_name]
@@ -123,7 +126,7 @@ class DistinctSampler(BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._drawn.pop(trial._trial_id, None)
+        self._drawn.pop(trial_id(trial), None)
         self.base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -143,8 +146,7 @@ def make_sampler(
         base = make_sampler(name, seed)
         return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
     if name in ("auto", "tpe"):
-        with warnings.catch_warnings():  # multivariate and group are experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental_quiet():  # multivariate and group are experimental in Optuna 5
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -153,3 +155,74 @@ def make_sampler(
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.BruteForceSampler(seed=seed)
+
+SAMPLER_MODULES = {"gp": ("torch", "scipy")}  # what Optuna's samplers import on first use
+
+
+def sampler_missing_modules(name: str) -> list[str]:
+    """The modules the named sampler needs that cannot be imported here."""
+    return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
+
+
+def worker_seed(seed: int | None, first_trial: int) -> int | None:
+    """The sampler seed of a worker whose first trial is ``first_trial`` (trial 0: ``seed``)."""
+    if seed is None or first_trial == 0:
+        return seed
+    digest = hashlib.sha256(f"quantuna-worker:{seed}:{first_trial}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class WorkerSampler(BaseSampler):
+    """The study's sampler, built with this worker's seed when its first trial starts.
+
+    Args:
+        build: ``build(seed)`` returns the sampler the spec names.
+        seed: the spec's seed (None: unseeded).
+
+    Attributes:
+        trial_started: called with each new trial as soon as it exists in the storage.
+    """
+
+    def __init__(self, build: Callable[[int | None], BaseSampler], seed: int | None) -> None:
+        self._build = build
+        self._seed = seed
+        self._inner: BaseSampler | None = None
+        self.trial_started: list[Callable[[FrozenTrial], None]] = []
+
+    def _sampler(self, first_trial: int = 0) -> BaseSampler:
+        if self._inner is None:
+            with experimental_quiet():  # the spec chose its sampler's experimental options
+                self._inner = self._build(worker_seed(self._seed, first_trial))
+        return self._inner
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for hook in self.trial_started:
+            hook(trial)
+        self._sampler(trial.number).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._sampler(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._sampler(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        return self._sampler(trial.number).sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._sampler(trial.number).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler().reseed_rng()

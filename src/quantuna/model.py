@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from quantuna._util import file_lock, import_reference, sha256_file
 from quantuna.errors import SpecError
+
+logger = logging.getLogger(__name__)
 
 # Operator types that carry the arithmetic; the others follow their neighbours' precision.
 COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU")
@@ -58,15 +61,6 @@ class ModelInfo:
         return self.compute_nodes[-1] if self.compute_nodes else None
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inspect_model(path: Path, *, where: str = "model") -> ModelInfo:
     """Load and check an ONNX model file.
 
@@ -105,3 +99,22 @@ def inspect_model(path: Path, *, where: str = "model") -> ModelInfo:
         op_types=tuple(sorted({n.op_type for n in graph.node})),
         compute_nodes=compute,
     )
+
+
+def build_model(path: Path, build: str, *, where: str) -> None:
+    """Build a model on first use: ``build(path)`` writes it (once, under a file lock)."""
+    if path.is_file():
+        return
+    builder = import_reference(build, where=where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_suffix(".lock")):
+        if path.is_file():
+            return
+        logger.info("building %s with %s", path, build)
+        try:
+            builder(path)
+        except Exception as exc:
+            path.unlink(missing_ok=True)
+            raise SpecError(f"{where}: {build} failed: {type(exc).__name__}: {exc}") from None
+    if not path.is_file():
+        raise SpecError(f"{where}: {build} did not write {path}")

@@ -13,20 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from quantuna.calibrate import RangeCache
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
 from quantuna.metrics import Metric, resolve_metric
-from quantuna.modelinfo import ModelInfo, inspect_model
+from quantuna.model import ModelInfo, build_model, inspect_model
 from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_objective
+from quantuna.ort.calibrate import RangeCache
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
+from quantuna.study.sampler import sampler_missing_modules
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
     """A study's prepared inputs (see :func:`prepare`)."""
 
@@ -106,38 +107,6 @@ def _objective_instances(
     return instances, resolved
 
 
-SAMPLER_MODULES = {"gp": ("torch", "scipy")}  # what Optuna's samplers import on first use
-
-
-def sampler_missing_modules(name: str) -> list[str]:
-    """The modules the named sampler needs that cannot be imported here."""
-    import importlib.util
-
-    return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
-
-
-def build_model(path: Path, build: str, *, where: str) -> None:
-    """Build a model on first use: ``build(path)`` writes it (once, under a file lock)."""
-    if path.is_file():
-        return
-    from quantuna.calibrate import file_lock
-    from quantuna.data import import_reference
-
-    builder = import_reference(build, where=where)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_suffix(".lock")):
-        if path.is_file():
-            return
-        logger.info("building %s with %s", path, build)
-        try:
-            builder(path)
-        except Exception as exc:
-            path.unlink(missing_ok=True)
-            raise SpecError(f"{where}: {build} failed: {type(exc).__name__}: {exc}") from None
-    if not path.is_file():
-        raise SpecError(f"{where}: {build} did not write {path}")
-
-
 def prepare(
     spec: StudySpec,
     *,
@@ -162,15 +131,7 @@ def prepare(
     """
     where = spec.where
     mode = mode or spec.tuning.mode
-    if mode not in ("pareto", "weighted"):
-        raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
-    missing = sampler_missing_modules(spec.study.sampler)
-    if missing:
-        raise SpecError(
-            f"{where}: study.sampler: {spec.study.sampler!r} (Optuna's GPSampler) needs "
-            f"{' and '.join(missing)}, which quantuna does not install; install them "
-            f"(pip install torch==2.13.0 scipy on a CPU machine) or choose auto, tpe, nsga2 or random"
-        )
+    _check_study_settings(spec, mode)
     if spec.model_build is not None:
         build_model(spec.model, spec.model_build, where=f"{where}: model.build")
     model = inspect_model(spec.model, where=f"{where}: model")
@@ -221,6 +182,19 @@ def prepare(
         eval_batch_size=fixed or spec.data.evaluation.batch_size,
         eval_func=eval_func,
     )
+
+
+def _check_study_settings(spec: StudySpec, mode: str) -> None:
+    where = spec.where
+    if mode not in ("pareto", "weighted"):
+        raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    missing = sampler_missing_modules(spec.study.sampler)
+    if missing:
+        raise SpecError(
+            f"{where}: study.sampler: {spec.study.sampler!r} (Optuna's GPSampler) needs "
+            f"{' and '.join(missing)}, which quantuna does not install; install them "
+            f"(pip install torch==2.13.0 scipy on a CPU machine) or choose auto, tpe, nsga2 or random"
+        )
 
 
 def _directions(

@@ -8,9 +8,10 @@ shared measurements need:
   mutex and spent + running trials leave room (:class:`BudgetGate`). When no room is left but
   other workers' trials are still running, it waits: one of them may die, be failed by its
   heartbeat and need a retry.
-- :class:`WorkerSampler` seeds each worker's sampler differently (workers with one seed would
-  propose the same configs): from the number of the first trial the worker runs, unique across
-  workers and machines. Trial 0 keeps the spec's seed, so a single-process study is reproducible.
+- :class:`~quantuna.study.sampler.WorkerSampler` seeds each worker's sampler differently
+  (workers with one seed would propose the same configs): from the number of the first trial the
+  worker runs, unique across workers and machines. Trial 0 keeps the spec's seed, so a
+  single-process study is reproducible.
 - :func:`run_jobs` prepares the study once (baseline, warm start), then starts N local worker
   processes and reports progress; Ctrl-C stops them all after their running trial.
 - :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable.
@@ -18,93 +19,32 @@ shared measurements need:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna.storage import StudyMutex, heartbeat_settings
+from quantuna._compat import experimental_quiet, stop_requested
+from quantuna.results import TuneResult
+from quantuna.spec import StudySpec, load_spec
+from quantuna.study import attrs
+from quantuna.study.attrs import count_spent
+from quantuna.study.interrupt import noticing_ctrl_c
+from quantuna.study.mutex import StudyMutex
+from quantuna.study.run import load_results, run_study
+from quantuna.study.sampler import WorkerSampler
+from quantuna.study.storage import heartbeat_settings
 
 logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-def worker_seed(seed: int | None, first_trial: int) -> int | None:
-    """The sampler seed of a worker whose first trial is ``first_trial`` (trial 0: ``seed``)."""
-    if seed is None or first_trial == 0:
-        return seed
-    digest = hashlib.sha256(f"quantuna-worker:{seed}:{first_trial}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-class WorkerSampler(BaseSampler):
-    """The study's sampler, built with this worker's seed when its first trial starts.
-
-    Args:
-        build: ``build(seed)`` returns the sampler the spec names.
-        seed: the spec's seed (None: unseeded).
-
-    Attributes:
-        trial_started: called with each new trial as soon as it exists in the storage.
-    """
-
-    def __init__(self, build: Callable[[int | None], BaseSampler], seed: int | None) -> None:
-        self._build = build
-        self._seed = seed
-        self._inner: BaseSampler | None = None
-        self.trial_started: list[Callable[[FrozenTrial], None]] = []
-
-    def _sampler(self, first_trial: int = 0) -> BaseSampler:
-        if self._inner is None:
-            with warnings.catch_warnings():  # the spec chose its sampler's experimental options
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._inner = self._build(worker_seed(self._seed, first_trial))
-        return self._inner
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        for hook in self.trial_started:
-            hook(trial)
-        self._sampler(trial.number).before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-        return self._sampler(trial.number).infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
-    ) -> dict[str, Any]:
-        return self._sampler(trial.number).sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
-    ) -> Any:
-        return self._sampler(trial.number).sample_independent(
-            study, trial, param_name, param_distribution
-        )
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self._sampler(trial.number).after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._sampler().reseed_rng()
 
 
 class BudgetGate:
@@ -131,14 +71,11 @@ class BudgetGate:
         when the running trials have not changed for a grace period plus two heartbeats (a dead
         worker's trial is failed by then; one that never beat never will be).
         """
-        from quantuna.study import count_spent
-
         interval, grace = heartbeat_settings()
         last: tuple[list[int], float] = ([], time.monotonic())
-        with _noticing_ctrl_c() as interrupted:
+        with noticing_ctrl_c() as interrupted:
             while True:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                with experimental_quiet():
                     optuna.storages.fail_stale_trials(self.study)
                 self.mutex.acquire()
                 # running first: a trial finishing in between is counted twice, never missed
@@ -166,33 +103,12 @@ class BudgetGate:
             self.study.sampler.trial_started.remove(self.opened)
 
 
-@contextlib.contextmanager
-def _noticing_ctrl_c() -> Iterator[list[bool]]:
-    """A list that becomes non-empty on SIGINT; the handler in place still runs."""
-    seen: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        seen.append(True)
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _BudgetDone(Exception):
     """No room for another trial when the worker started."""
 
 
 def run_worker(
-    spec: Any,
+    spec: str | Path | dict[str, Any] | StudySpec,
     *,
     n_trials: int | None = None,
     timeout: float | None = None,
@@ -202,19 +118,16 @@ def run_worker(
     on_ready: Callable[[optuna.Study, int], None] | None = None,
     check_hosts: bool = True,
     **options: Any,
-) -> Any:
+) -> TuneResult:
     """Run (or resume) a study as one of any number of workers, local or on other machines.
 
     Every worker runs the same spec against the same storage; this one starts trials only while
     the study's budget has room (see :class:`BudgetGate`), so the budget holds exactly for the
-    study as a whole. Arguments are those of :func:`quantuna.study.run_study`.
+    study as a whole. Arguments are those of :func:`quantuna.study.run.run_study`.
 
     Returns:
         The study's :class:`~quantuna.results.TuneResult` when this worker stops.
     """
-    from quantuna.spec import load_spec
-    from quantuna.study import load_results, run_study
-
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     limit = timeout if timeout is not None else (loaded.tuning.exit_policy.timeout or None)
@@ -234,7 +147,7 @@ def run_worker(
 
     def next_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         left[0] -= 1
-        stopping = getattr(study, "_stop_flag", False)  # set by the budget or a Ctrl-C callback
+        stopping = stop_requested(study)  # set by the budget or a Ctrl-C callback
         if left[0] > 0 and not stopping and not gates[0].admit():
             study.stop()
 
@@ -266,7 +179,7 @@ def run_jobs(
     storage: str | None = None,
     on_ready: Callable[[optuna.Study, int], None] | None = None,
     on_progress: Callable[[optuna.Study, int], None] | None = None,
-) -> tuple[Any, list[int | None]]:
+) -> tuple[TuneResult, list[int | None]]:
     """Prepare the study once, then run ``jobs`` local worker processes on it.
 
     The parent measures the baseline and enqueues the warm-start trials before any worker starts;
@@ -276,18 +189,15 @@ def run_jobs(
     Args:
         spec: the spec path.
         jobs: how many worker processes (at most the trials left).
-        entry: a module-level function taking ``argv`` (``quantuna.cli.main``).
+        entry: a module-level function taking ``argv`` (``quantuna.cli.app``).
         argv: the workers' arguments.
-        n_trials, mode, storage: as for :func:`quantuna.study.run_study`.
+        n_trials, mode, storage: as for :func:`quantuna.study.run.run_study`.
         on_ready: called with the study and the number of trials left, before the workers start.
         on_progress: called with the study and how many more trials were spent, while they run.
 
     Returns:
         The study's results and the workers' exit codes (negative: killed by that signal).
     """
-    from quantuna.spec import load_spec
-    from quantuna.study import count_spent, load_results, run_study
-
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
@@ -345,16 +255,14 @@ def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[
 
     With ``joining``, this host counts too (it is about to measure).
     """
-    from quantuna.study import BASELINE_ATTR, host_facts
-
-    sources = [study.user_attrs.get(BASELINE_ATTR) or {}]
+    sources = [study.user_attrs.get(attrs.BASELINE) or {}]
     sources += [t.user_attrs for t in study.get_trials(deepcopy=False)]
     if joining:
-        sources.append(host_facts())
+        sources.append(attrs.host_facts())
     cpus: dict[str, set[str]] = {}
-    for attrs in sources:
-        if attrs.get("cpu"):
-            cpus.setdefault(attrs["cpu"], set()).add(attrs.get("host") or "?")
+    for source in sources:
+        if source.get(attrs.CPU):
+            cpus.setdefault(source[attrs.CPU], set()).add(source.get(attrs.HOST) or "?")
     return {cpu: sorted(hosts) for cpu, hosts in sorted(cpus.items())}
 
 

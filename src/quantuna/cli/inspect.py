@@ -1,0 +1,83 @@
+"""``quantuna validate`` and ``quantuna show``: look at a spec, or at a study's results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``validate SPEC`` and ``show SPEC [--storage URL] [--format table|json]``."""
+    validate = sub.add_parser("validate", help="check a spec, its model and data; print the space")
+    validate.add_argument("spec", type=Path)
+    validate.set_defaults(handler=cmd_validate)
+    show = sub.add_parser("show", help="print a study's baseline and feasible Pareto set")
+    show.add_argument("spec", type=Path)
+    show.add_argument("--storage")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(handler=cmd_show)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run ``quantuna validate``: prepare the study's inputs and print what was found."""
+    from quantuna.spec import load_spec, redact_url
+    from quantuna.study.session import prepare
+
+    spec = load_spec(args.spec)
+    session = prepare(spec)
+    model = session.model
+    print(f"spec      {spec.path}")
+    print(f"model     {model.path} (sha256 {model.sha256[:12]}, {len(model.compute_nodes)} compute nodes)")
+    for info in model.inputs:
+        print(f"  input   {info.name} {list(info.shape)}")
+    print(f"data      calibration {len(session.calibration)} samples, evaluation "
+          f"{len(session.evaluation)} samples")
+    directions = ", ".join(f"{n} ({'max' if h else 'min'})"
+                           for n, h in zip(session.objective_names, session.higher_is_better))
+    print(f"objectives {directions}; mode {session.mode}")
+    print(f"storage   {redact_url(spec.storage)} (study {spec.name!r})")
+    _print_space(session)
+    print("ok")
+    return 0
+
+
+def _print_space(session: Any) -> None:
+    spec = session.spec
+    print("space")
+    for knob, values in session.space.knobs():
+        if len(values) > 1:
+            print(f"  {knob:22s} {values}")
+    k = spec.space.exclude_sensitive_nodes
+    if k:
+        print(f"  + an int8/fp32 knob for each of the {k} most sensitive nodes (ranked when the study "
+              f"starts, {spec.space.sensitivity_samples} samples per node)")
+    configs = session.space.distinct_configs()
+    settings = {json.dumps(c.calibration_setting, sort_keys=True) for c in configs if c.calibration_setting}
+    static = sum(1 for c in configs if c.approach == "static")
+    print(f"  {len(configs)} distinct configurations ({static} static, {len(settings)} calibration settings)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Run ``quantuna show``: the summary as a table or JSON."""
+    from quantuna.results import summarize
+    from quantuna.study.run import load_results
+
+    result = load_results(args.spec, storage=args.storage)
+    if args.format == "table":
+        print(summarize(result).to_text())
+        return 0
+    payload = {
+        "study": result.study.study_name,
+        "mode": result.mode,
+        "objectives": result.objective_names,
+        "baseline": result.baseline,
+        "pareto": [
+            {"trial": t.number, "values": t.values, "relative": t.relative,
+             "config": t.config.to_dict(), "summary": t.summary}
+            for t in result.pareto
+        ],
+    }
+    print(json.dumps(payload, indent=2))
+    return 0

@@ -1,0 +1,57 @@
+"""What onnxruntime prints or warns while it calibrates and quantizes goes to quantuna's log.
+
+onnxruntime's quantization tools print to stdout, raise numpy ``RuntimeWarning`` s and log advice
+on the *root* logger (``logging.warning(...)``). :func:`captured` takes all three for the ``with``
+block and re-logs them at debug level on ``quantuna.ort``: the root logger's level is never
+touched, so other libraries' records still reach the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+logger = logging.getLogger("quantuna.ort")
+
+
+class _OrtRecords(logging.Filter):
+    """Drops (after re-logging at debug) the root logger's records made inside onnxruntime."""
+
+    def __init__(self, package_dir: str) -> None:
+        super().__init__()
+        self.package_dir = package_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.startswith(self.package_dir):
+            logger.debug("onnxruntime: %s", record.getMessage())
+            return False
+        return True
+
+
+def _package_dir() -> str:
+    import onnxruntime
+
+    return os.path.dirname(onnxruntime.__file__)
+
+
+@contextlib.contextmanager
+def captured(what: str) -> Iterator[None]:
+    """Capture onnxruntime's stdout, warnings and root-logger records while doing ``what``."""
+    root = logging.getLogger()
+    records = _OrtRecords(_package_dir())
+    root.addFilter(records)
+    out = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        root.removeFilter(records)
+    for warning in caught:
+        logger.debug("%s: %s: %s", what, warning.category.__name__, warning.message)
+    if out.getvalue().strip():
+        logger.debug("%s printed: %s", what, out.getvalue().strip()[:2000])

@@ -1,0 +1,82 @@
+"""The one table of onnxruntime option spellings.
+
+quantuna's typed config says *what* to do; this module says how onnxruntime spells it (its
+``QuantType`` names, the CamelCase ``extra_options`` keys, the calibrator's options, the session
+options). No other module writes an onnxruntime option name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantuna.config import QuantConfig
+
+# quantuna's type-pair knob -> (activation type, weight type), onnxruntime QuantType names.
+TYPE_PAIRS = {"U8S8": ("QUInt8", "QInt8"), "U8U8": ("QUInt8", "QUInt8"), "S8S8": ("QInt8", "QInt8")}
+
+
+def quantizer_extra_options(config: QuantConfig) -> dict[str, object]:
+    """``extra_options`` of ``quantize_static`` / ``quantize_dynamic`` for ``config``."""
+    options: dict[str, object] = {"WeightSymmetric": bool(config.weight_symmetric)}
+    if config.approach == "static":
+        options["ActivationSymmetric"] = bool(config.activation_symmetric)
+    return options
+
+
+def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[str, Any]:
+    """The keyword arguments both onnxruntime quantizers take, for ``config``."""
+    from onnxruntime.quantization import QuantType
+
+    _, weight = TYPE_PAIRS[config.types or "U8S8"]
+    return {
+        "op_types_to_quantize": list(config.op_types),
+        "per_channel": bool(config.per_channel),
+        "reduce_range": bool(config.reduce_range),
+        "weight_type": QuantType[weight],
+        "nodes_to_exclude": nodes_to_exclude,
+        "extra_options": quantizer_extra_options(config),
+    }
+
+
+def static_kwargs(config: QuantConfig) -> dict[str, Any]:
+    """The keyword arguments only ``quantize_static`` takes (format, activation type, method)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    activation, _ = TYPE_PAIRS[config.types or "U8S8"]
+    return {
+        "quant_format": QuantFormat[config.quant_format or "QDQ"],
+        "activation_type": QuantType[activation],
+        "calibrate_method": CalibrationMethod[config.calibrate_method or "MinMax"],
+    }
+
+
+def calibrator_options(config: QuantConfig) -> tuple[Any, dict[str, Any]]:
+    """The calibration method and the ``extra_options`` of ``create_calibrator``."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    method = CalibrationMethod[config.calibrate_method or "MinMax"]
+    options: dict[str, Any] = {"symmetric": bool(config.activation_symmetric)}
+    if method == CalibrationMethod.Percentile:
+        options["percentile"] = config.percentile
+    return method, options
+
+
+def session_options(threads: int) -> Any:
+    """CPU session options at full graph optimisation (fixed threads when ``threads``)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+def quantizable_op_types() -> list[str]:
+    """Every op type onnxruntime can quantize (QOperator or QDQ)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))

@@ -1,0 +1,62 @@
+"""``quantize()``: a ``QuantConfig`` turned into onnxruntime quantization calls, nothing more.
+
+The option spellings come from :mod:`quantuna.ort.options`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from quantuna.config import QuantConfig
+from quantuna.errors import TrialError
+from quantuna.model import ModelInfo
+from quantuna.ort._capture import captured
+from quantuna.ort.options import quantizer_kwargs, static_kwargs
+
+
+def nodes_to_exclude(config: QuantConfig, model: ModelInfo) -> list[str]:
+    """Node names kept in fp32: the first/last compute node when asked, plus ``exclude_nodes``."""
+    names = list(config.exclude_nodes)
+    if config.first_node_fp32 and model.first_compute_node:
+        names.append(model.first_compute_node)
+    if config.last_node_fp32 and model.last_compute_node:
+        names.append(model.last_compute_node)
+    return sorted(set(names))
+
+
+def quantize(
+    model: ModelInfo, config: QuantConfig, out: Path, *, ranges: Path | None = None
+) -> Path:
+    """Write the model that ``config`` describes to ``out``.
+
+    Args:
+        model: the fp32 model.
+        config: the configuration; ``fp32`` copies the model unchanged.
+        out: where the quantized model is written.
+        ranges: the tensor-range file of ``config``'s calibration setting (static only).
+
+    Raises:
+        TrialError: onnxruntime rejected the configuration (the message says why).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if config.is_fp32:
+        shutil.copyfile(model.path, out)
+        return out
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
+
+    common = quantizer_kwargs(config, nodes_to_exclude(config, model))
+    if config.approach == "static" and ranges is None:
+        raise TrialError("static quantization needs calibrated ranges")
+    try:
+        with captured("quantize"):
+            if config.approach == "dynamic":
+                quantize_dynamic(model.path, out, **common)
+            else:
+                quantize_static(
+                    model.path, out, calibration_data_reader=None,
+                    calibration_cache_path=ranges, **static_kwargs(config), **common,
+                )
+    except Exception as exc:
+        raise TrialError(f"onnxruntime cannot quantize {config.summary()}: {exc}") from exc
+    return out

@@ -1,0 +1,86 @@
+"""What a study leaves beside its storage for people to look at: trial artifacts and the note.
+
+- Each trial's config (YAML) and, when the spec asks for it, its quantized model are uploaded to
+  an Optuna :class:`~optuna.artifacts.FileSystemArtifactStore` in ``<workdir>/artifacts``, so
+  optuna-dashboard shows them on the trial's page.
+- At the end of a run :func:`write_study_note` saves the study's summary as an optuna-dashboard
+  note (skipped, with a debug log, when optuna-dashboard is not installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+
+from quantuna.results import TuneResult, summarize
+from quantuna.spec import StudySpec
+
+logger = logging.getLogger(__name__)
+CONFIG_ARTIFACT = "config.yaml"
+
+
+def artifact_dir(spec: StudySpec) -> Path:
+    """The study's artifact directory: ``<workdir>/artifacts``."""
+    return spec.workdir / "artifacts"
+
+
+def artifact_store(spec: StudySpec) -> FileSystemArtifactStore:
+    """The Optuna artifact store of a study (a directory beside its range cache)."""
+    directory = artifact_dir(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(directory))
+
+
+def upload_trial_artifacts(
+    trial: optuna.Trial, config_yaml: str, model_path: Path | None, spec: StudySpec
+) -> None:
+    """Attach a trial's config (as ``config.yaml``) and optionally its model to the trial.
+
+    An upload that fails logs a warning and never fails the trial.
+
+    Args:
+        trial: the running trial.
+        config_yaml: the trial's QuantConfig as YAML.
+        model_path: the quantized model to attach (when the spec saves models), or None.
+        spec: the study spec (it names the artifact directory).
+    """
+    try:
+        store = artifact_store(spec)
+        with tempfile.TemporaryDirectory(prefix="quantuna-artifact-") as tmp:
+            config_file = Path(tmp) / CONFIG_ARTIFACT
+            config_file.write_text(config_yaml, encoding="utf-8")
+            optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(config_file), study_or_trial=trial,
+                mimetype="application/yaml", encoding="utf-8",
+            )
+        if model_path is not None:
+            optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(model_path), study_or_trial=trial,
+                mimetype="application/octet-stream",
+            )
+    except Exception as exc:  # noqa: BLE001  (an artifact must never fail the trial)
+        logger.warning(
+            "trial %d: could not upload its artifacts to %s: %s: %s",
+            trial.number, artifact_dir(spec), type(exc).__name__, exc,
+        )
+
+
+def write_study_note(result: TuneResult) -> None:
+    """Save the study note (baseline, target, feasible Pareto set, export pick) for the dashboard.
+
+    Skipped, with a debug log, when optuna-dashboard is not installed; a note that cannot be
+    written logs a warning (the study's results are already stored).
+    """
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        logger.debug("optuna-dashboard is not installed: no study note written")
+        return
+    try:
+        save_note(result.study, summarize(result).to_markdown())
+    except Exception as exc:  # noqa: BLE001  (the results are stored; the note is a view)
+        logger.warning("could not write the study note: %s: %s", type(exc).__name__, exc)

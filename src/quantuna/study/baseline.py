@@ -1,0 +1,75 @@
+"""The fp32 baseline: measured once per study and kept in its user attrs for every worker."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from quantuna.config import QuantConfig
+from quantuna.errors import SpecError, TrialError
+from quantuna.ort.measure import AccuracyTask, Measurement, measure
+from quantuna.ort.quantize import quantize
+from quantuna.study import attrs
+from quantuna.study.mutex import StudyMutex
+from quantuna.study.session import Session
+
+logger = logging.getLogger(__name__)
+
+
+def measure_model(session: Session, path: Path, target: float | None = None) -> Measurement:
+    """Measure one model file; with ``target``, a hopeless evaluation stops early."""
+    task = AccuracyTask(
+        evaluation=session.evaluation,
+        metric=session.metric,
+        batch_size=session.eval_batch_size,
+        output=session.spec.accuracy.output,
+        threads=session.spec.measure.accuracy_threads,
+        eval_func=session.eval_func,
+        target=target,
+    )
+    return measure(path, objectives=session.objectives, task=task, settings=session.spec.measure)
+
+
+def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
+    """The study's fp32 baseline, measured now if no worker has stored it yet.
+
+    Workers that start together (processes, machines) take the study's ``baseline`` mutex: one
+    measures, the others wait and read what it stored.
+    """
+    stored = study.user_attrs.get(attrs.BASELINE)
+    if stored is not None:
+        return stored
+    mutex = StudyMutex(study, attrs.BASELINE)
+    if not mutex.acquire(give_up=lambda: attrs.BASELINE in study.user_attrs):
+        return study.user_attrs[attrs.BASELINE]
+    try:
+        stored = study.user_attrs.get(attrs.BASELINE)
+        if stored is not None:
+            return stored
+        baseline = _measure_baseline(session)
+        study.set_user_attr(attrs.BASELINE, baseline)
+        return baseline
+    finally:
+        mutex.release()
+
+
+def _measure_baseline(session: Session) -> dict[str, Any]:
+    logger.info("measuring the fp32 baseline")
+    fp32 = QuantConfig()
+    path = quantize(session.model, fp32, session.model_path_for(fp32))
+    try:
+        m = measure_model(session, path)
+    except TrialError as exc:
+        raise SpecError(f"{session.spec.where}: the fp32 model cannot be measured: {exc}") from None
+    finally:
+        path.unlink(missing_ok=True)
+    return {
+        "values": m.values,
+        "throughput": m.throughput,
+        "accuracy_target": session.accuracy_target(m.values["accuracy"]),
+        "seconds": m.seconds,
+        **attrs.host_facts(),
+    }

@@ -1,0 +1,128 @@
+"""Sensitivity ranking and the warm start it guides.
+
+Ranking: how much quantizing each compute node *alone* hurts the accuracy metric. One experiment
+per node: the study's default int8 config restricted to that node (every other compute node kept
+in fp32), evaluated on the first samples of the evaluation set and compared with the fp32 model on
+the same samples. The most sensitive nodes get an int8/fp32 knob each
+(``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import optuna
+
+from quantuna.config import QuantConfig
+from quantuna.errors import SpecError, TrialError
+from quantuna.ort.quantize import quantize
+from quantuna.ort.session import open_session, output_chunks
+from quantuna.study import attrs
+from quantuna.study.session import Session
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeSensitivity:
+    """One node's accuracy loss when it alone is quantized (positive = worse)."""
+
+    node: str
+    op_type: str
+    loss: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain types, for the study's user attrs."""
+        return {"node": self.node, "op_type": self.op_type, "loss": self.loss}
+
+
+def _evaluate(path: Path, s: Session, samples: int) -> float:
+    subset = s.evaluation.head(samples)
+    session = open_session(path, s.spec.measure.accuracy_threads)
+    chunks = output_chunks(session, subset, s.eval_batch_size, s.spec.accuracy.output)
+    return float(s.metric.fn(np.concatenate(list(chunks)), subset.labels))
+
+
+def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> list[NodeSensitivity]:
+    """Rank the compute nodes of ``config``'s op types, most sensitive first.
+
+    Args:
+        session: the prepared :class:`~quantuna.study.session.Session`.
+        config: the int8 config each experiment restricts to one node.
+        samples: how many evaluation samples each experiment uses.
+    """
+    s = session
+    model = s.model
+    samples = min(samples, len(s.evaluation))
+    higher = s.metric.higher_is_better
+    graph = onnx.load(str(model.path), load_external_data=False).graph
+    op_of = {n.name: n.op_type for n in graph.node}
+    candidates = [n for n in model.compute_nodes if op_of[n] in config.op_types]
+    with tempfile.TemporaryDirectory(prefix="quantuna-sensitivity-") as tmp:
+        reference = _evaluate(model.path, s, samples)
+        ranges = s.ranges.get(config).path if config.approach == "static" else None
+        ranking = []
+        for node in candidates:
+            others = tuple(n for n in candidates if n != node)
+            single = replace(config, op_types=(op_of[node],), exclude_nodes=others,
+                             first_node_fp32=False, last_node_fp32=False)
+            try:
+                path = quantize(model, single, Path(tmp) / "node.onnx", ranges=ranges)
+                value = _evaluate(path, s, samples)
+            except TrialError as exc:
+                logger.warning("sensitivity of %s not measured: %s", node, exc)
+                continue
+            loss = reference - value if higher else value - reference
+            ranking.append(NodeSensitivity(node, op_of[node], float(loss)))
+    ranking.sort(key=lambda r: (-r.loss, candidates.index(r.node)))
+    return ranking
+
+
+def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
+    """Rank the nodes once per study (kept in its user attrs); the session whose space gives the
+    top K a knob each (the same session when the spec asks for none)."""
+    k = session.spec.space.exclude_sensitive_nodes
+    if not k:
+        return session
+    ranking = study.user_attrs.get(attrs.SENSITIVITY)
+    if ranking is None:
+        default = session.space.default_int8()
+        if default is None:
+            return session
+        logger.info("ranking node sensitivity")
+        try:
+            ranked = rank_nodes(session, default, samples=session.spec.space.sensitivity_samples)
+        except TrialError as exc:
+            raise SpecError(f"{session.spec.where}: sensitivity ranking failed: {exc}") from None
+        ranking = [r.to_dict() for r in ranked]
+        study.set_user_attr(attrs.SENSITIVITY, ranking)
+    nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
+    return replace(session, space=session.space.with_sensitive(nodes))
+
+
+def warm_start_configs(session: Session) -> list[QuantConfig]:
+    """The configs tried first: the default int8 config, then it with the most sensitive node
+    (and then all K sensitive nodes) in fp32, then fp32."""
+    default = session.space.default_int8()
+    configs = [] if default is None else [default]
+    sensitive = [node for node, _ in session.space.sensitive]
+    if default is not None and sensitive:
+        configs.append(replace(default, exclude_nodes=(sensitive[0],)))
+        if len(sensitive) > 1:
+            configs.append(replace(default, exclude_nodes=tuple(sensitive)))
+    return configs + [QuantConfig()]
+
+
+def enqueue_warm_start(study: optuna.Study, session: Session) -> None:
+    """Enqueue the warm-start configs on a study that has no trial yet."""
+    if study.trials:
+        return
+    for config in warm_start_configs(session):
+        params = session.space.params_for(config)
+        if params is not None:
+            study.enqueue_trial(params, skip_if_exists=True)

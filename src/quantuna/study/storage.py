@@ -1,0 +1,123 @@
+"""Optuna storages from URLs, with heartbeats.
+
+- ``sqlite:///``, ``postgresql+psycopg2://`` and other SQLAlchemy URLs give Optuna's
+  ``RDBStorage`` with heartbeats: a dead worker's trial is marked failed and retried by the others
+  (``RetryHeartbeatStaleTrialCallback``); completed trials are never lost.
+- ``redis://`` gives Optuna's ``JournalStorage`` on Redis. Optuna 5.0's journal has no heartbeat
+  (optuna/optuna#6615), so :class:`quantuna._compat.HeartbeatJournalStorage` adds the one Optuna's own
+  ``fail_stale_trials`` and retry callback need: a trial system attr stamped with the Redis
+  server's clock (no skew between machines).
+- Mutual exclusion over a study's attrs lives in :mod:`quantuna.study.mutex`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import optuna
+
+from quantuna._compat import HeartbeatJournalStorage, experimental_quiet
+from quantuna.errors import SpecError
+from quantuna.spec import redact_url
+
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 30
+MAX_RETRY = 2
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """Heartbeat interval and grace period in seconds (``QUANTUNA_HEARTBEAT_INTERVAL`` and
+    ``QUANTUNA_HEARTBEAT_GRACE`` override the defaults, 10 and 30)."""
+    values = []
+    for name, default in (("INTERVAL", HEARTBEAT_INTERVAL), ("GRACE", GRACE_PERIOD)):
+        raw = os.environ.get(f"QUANTUNA_HEARTBEAT_{name}", str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise SpecError(f"QUANTUNA_HEARTBEAT_{name}={raw!r}: give a whole number of seconds >= 1")
+        values.append(value)
+    interval, grace = values
+    if grace <= interval:
+        raise SpecError(
+            f"QUANTUNA_HEARTBEAT_GRACE={grace} must exceed QUANTUNA_HEARTBEAT_INTERVAL={interval}"
+        )
+    return interval, grace
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage an URL names.
+
+    ``sqlite:///``, ``postgresql+psycopg2://`` and other SQLAlchemy URLs give an ``RDBStorage``
+    with heartbeats; ``redis://host:port/db`` gives a :class:`HeartbeatJournalStorage` on Redis
+    (``?prefix=NAME`` keeps its logs under their own keys).
+
+    Raises:
+        SpecError: the URL cannot be opened (the message never shows a password).
+    """
+    interval, grace = heartbeat_settings()
+    try:
+        with experimental_quiet():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            if url.startswith(("redis://", "rediss://")):
+                return _redis_storage(url, interval, grace, retry)
+            import sqlalchemy.exc
+
+            if url.startswith("sqlite"):  # local workers wait for the file lock, not fail
+                engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
+            else:
+                engine = {"pool_pre_ping": True}
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine,
+                        heartbeat_interval=interval,
+                        grace_period=grace,
+                        heartbeat_stale_trial_callback=retry,
+                    )
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                    # workers starting together on an empty database race to create Optuna's
+                    # tables; the loser finds them made on its next attempt
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5 + attempt)
+            raise AssertionError("unreachable")
+    except SpecError:
+        raise
+    except ImportError as exc:
+        raise SpecError(
+            f"storage {redact_url(url)}: a driver is missing ({exc}); "
+            "pip install 'quantuna[postgres]' or 'quantuna[redis]'"
+        ) from None
+    except Exception as exc:
+        reason = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise SpecError(f"storage {redact_url(url)}: cannot open it ({reason})") from None
+
+
+def _redis_storage(url: str, interval: int, grace: int, retry: Any) -> HeartbeatJournalStorage:
+    try:
+        import redis
+    except ImportError:
+        raise SpecError(
+            f"storage {redact_url(url)}: the redis package is missing; pip install 'quantuna[redis]'"
+        ) from None
+    from optuna.storages.journal import JournalRedisBackend
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(v for k, v in query if k == "prefix")
+    plain = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+    client = redis.Redis.from_url(plain)
+    client.ping()  # fail here, with the reason, rather than at the first trial
+    return HeartbeatJournalStorage(
+        JournalRedisBackend(plain, prefix=prefix),
+        clock=client,
+        heartbeat_interval=interval,
+        grace_period=grace,
+        stale_trial_callback=retry,
+    )

@@ -1,0 +1,166 @@
+"""One trial's life, left to right: suggest the config, reuse or measure it, record it.
+
+:func:`make_objective` returns the Optuna objective function of a study. A trial whose config was
+already measured (by this worker or another) reuses those values; a trial that cannot reach the
+accuracy target stops early and is recorded as infeasible; a trial onnxruntime cannot quantize or
+run fails with the reason in its attrs, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import optuna
+
+from quantuna._compat import set_legacy_constraints
+from quantuna._util import sha256_file
+from quantuna.config import QuantConfig
+from quantuna.errors import HopelessTrial, TrialError
+from quantuna.objective import accuracy_constraint, weighted_ratio_score
+from quantuna.ort.quantize import quantize
+from quantuna.study import attrs
+from quantuna.study.artifacts import upload_trial_artifacts
+from quantuna.study.baseline import measure_model
+from quantuna.study.mutex import claim_measurement
+from quantuna.study.session import Session
+
+Objective = Callable[[optuna.Trial], "Sequence[float] | float"]
+
+
+def find_measured(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """A finished trial of the same config: measured (COMPLETE) or stopped early (PRUNED)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
+        if t.number == number or t.user_attrs.get(attrs.CONFIG_KEY) != key:
+            continue
+        if attrs.VALUES in t.user_attrs or attrs.STOP_REASON in t.user_attrs:
+            return t
+    return None
+
+
+def set_constraint(trial: optuna.Trial, value: float) -> None:
+    """The accuracy constraint (feasible when <= 0), in Optuna 5's and the dashboard's form."""
+    trial.set_constraint(attrs.ACCURACY_CONSTRAINT, value)
+    set_legacy_constraints(trial, [value])
+
+
+def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
+                  seconds: dict[str, float], source: Any) -> NoReturn:
+    """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
+    set_constraint(trial, constraint)
+    trial.set_user_attr(attrs.STOP_REASON, reason)
+    trial.set_user_attr(attrs.CONSTRAINT, constraint)
+    trial.set_user_attr(attrs.FEASIBLE, False)
+    trial.set_user_attr(attrs.REUSED_FROM, source)
+    trial.set_user_attr(attrs.SECONDS, seconds)
+    raise optuna.TrialPruned(reason)
+
+
+def _ratio(value: float, base: float | None) -> float | None:
+    if base is None or base == 0:
+        return None
+    return value / base
+
+
+def make_objective(study: optuna.Study, session: Session, baseline: dict[str, Any]) -> Objective:
+    """The Optuna objective function of ``study``: one trial's life, left to right."""
+    base_values = baseline["values"]
+    target = baseline["accuracy_target"]
+    facts = attrs.host_facts()
+
+    def objective(trial: optuna.Trial) -> Sequence[float] | float:
+        config = session.space.suggest(trial)
+        _record_config(trial, config, facts)
+        seconds: dict[str, float] = {}
+        values, reused = _values_of(study, trial, session, config, seconds, target, base_values)
+        constraint = accuracy_constraint(values["accuracy"], target, session.metric.higher_is_better)
+        set_constraint(trial, constraint)
+        trial.set_user_attr(attrs.VALUES, values)
+        trial.set_user_attr(attrs.RELATIVE, {k: _ratio(v, base_values.get(k)) for k, v in values.items()})
+        trial.set_user_attr(attrs.CONSTRAINT, constraint)
+        trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
+        trial.set_user_attr(attrs.REUSED_FROM, reused)
+        trial.set_user_attr(attrs.SECONDS, seconds)
+        model_file = session.model_path_for(config)
+        saved = model_file if session.spec.study.save_models and model_file.is_file() else None
+        upload_trial_artifacts(trial, config.to_yaml(), saved, session.spec)
+        return _optuna_values(trial, session, values, base_values)
+
+    return objective
+
+
+def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, str]) -> None:
+    trial.set_user_attr(attrs.CONFIG, config.to_dict())
+    trial.set_user_attr(attrs.CONFIG_KEY, config.key())
+    trial.set_user_attr(attrs.SUMMARY, config.summary())
+    for name, value in facts.items():
+        trial.set_user_attr(name, value)
+
+
+def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
+               seconds: dict[str, float], target: float,
+               base_values: dict[str, float]) -> tuple[dict[str, float], int | str | None]:
+    """The trial's objective values and where they came from (None: measured now)."""
+    if config.is_fp32:
+        trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
+        return dict(base_values), "baseline"
+    previous = claim_measurement(study, trial, config.key(), find_measured)
+    if previous is not None and attrs.VALUES not in previous.user_attrs:
+        stored = previous.user_attrs
+        stop_hopeless(trial, stored[attrs.STOP_REASON], stored[attrs.CONSTRAINT], seconds,
+                      previous.number)
+    if previous is not None:
+        trial.set_user_attr(attrs.MODEL_SHA256, previous.user_attrs.get(attrs.MODEL_SHA256))
+        return dict(previous.user_attrs[attrs.VALUES]), previous.number
+    try:
+        return measure_config(session, config, seconds, trial, target), None
+    except HopelessTrial as exc:
+        violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
+        stop_hopeless(trial, str(exc), violation, seconds, None)
+    except TrialError as exc:
+        trial.set_user_attr(attrs.FAIL_REASON, str(exc))
+        trial.set_user_attr(attrs.SECONDS, seconds)
+        raise
+
+
+def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
+                   trial: optuna.Trial, target: float) -> dict[str, float]:
+    """Calibrate (cached), quantize and measure one config; its objective values."""
+    ranges = None
+    if config.approach == "static":
+        try:
+            got = session.ranges.get(config)
+        except Exception as exc:
+            raise TrialError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
+        ranges = got.path
+        seconds["calibrate"] = got.seconds
+        trial.set_user_attr(attrs.CALIBRATION_REUSED, got.reused)
+    start = time.perf_counter()
+    path = quantize(session.model, config, session.model_path_for(config), ranges=ranges)
+    seconds["quantize"] = time.perf_counter() - start
+    trial.set_user_attr(attrs.MODEL_SHA256, sha256_file(path))
+    trial.set_user_attr(attrs.MODEL_BYTES, path.stat().st_size)
+    try:
+        m = measure_model(session, path, target)
+    finally:
+        if not session.spec.study.save_models:
+            path.unlink(missing_ok=True)
+    seconds.update(m.seconds)
+    if m.throughput is not None:
+        trial.set_user_attr(attrs.THROUGHPUT, m.throughput)
+    return m.values
+
+
+def _optuna_values(trial: optuna.Trial, session: Session, values: dict[str, float],
+                   base_values: dict[str, float]) -> Sequence[float] | float:
+    ordered = [values[n] for n in session.objective_names]
+    if session.mode == "pareto":
+        return ordered
+    score = weighted_ratio_score(
+        ordered, [base_values[n] for n in session.objective_names],
+        session.higher_is_better, session.weights,
+    )
+    trial.set_user_attr(attrs.WEIGHTED_SCORE, score)
+    return score

@@ -1,0 +1,219 @@
+"""The trade-off picture: accuracy against each other objective, as plotly or a PNG.
+
+One panel per objective besides accuracy, with the infeasible trials grey, the feasible Pareto
+trials labelled, the fp32 baseline and the accuracy target. The HTML report embeds the plotly
+figure; ``write_png`` draws the same for CI logs (kaleido when it works, else matplotlib).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from quantuna.errors import QuantunaError
+from quantuna.results import TuneResult, objective_labels
+
+logger = logging.getLogger(__name__)
+REPORT_EXTRA = "pip install 'quantuna[report]'"
+
+
+def require_plotly() -> None:
+    """Raise a QuantunaError naming the install command when plotly is missing."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise QuantunaError(f"plotly is not installed: {REPORT_EXTRA}") from None
+
+
+def write_png(result: TuneResult, png: Path, *, engine: str = "auto") -> str:
+    """Write the trade-off picture for CI logs: accuracy against each other objective.
+
+    One panel per objective besides accuracy, with the infeasible trials grey, the feasible
+    Pareto trials labelled, the fp32 baseline and the accuracy target (see
+    :func:`tradeoff_figure`); it also shows a weighted study's objectives.
+
+    Args:
+        result: a :class:`~quantuna.results.TuneResult`.
+        png: the file to write.
+        engine: ``kaleido`` (plotly's exporter; it drives a local Chrome or Chromium),
+            ``matplotlib``, or ``auto``: kaleido when it works, else matplotlib.
+
+    Returns:
+        The engine that wrote the file.
+    """
+    if engine not in ("auto", "kaleido", "matplotlib"):
+        raise QuantunaError(f"PNG engine {engine!r}: use auto, kaleido or matplotlib")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    if engine in ("auto", "kaleido"):
+        try:
+            _png_kaleido(result, png)
+            return "kaleido"
+        except Exception as exc:  # kaleido missing, or no browser for it to drive
+            if engine == "kaleido":
+                raise QuantunaError(f"kaleido could not write {png}: {exc}") from exc
+            logger.info("kaleido could not write the PNG (%s); using matplotlib", exc)
+    _png_matplotlib(result, png)
+    return "matplotlib"
+
+
+@dataclasses.dataclass
+class _Panel:
+    """Accuracy (y) against one other objective (x), every complete trial as a point."""
+
+    x_label: str
+    y_label: str
+    points: dict[str, list[tuple[float, float, int]]]  # infeasible | feasible | pareto
+    baseline: tuple[float, float] | None
+    target: float | None
+
+
+def _panels(result: TuneResult) -> list[_Panel]:
+    labels = dict(zip(result.objective_names, objective_labels(result)))
+    metric = result.session.metric.name if result.session is not None else "metric"
+    y_label = labels.get("accuracy", f"accuracy ({metric})")
+    pareto = {t.number for t in result.pareto}
+    base = result.baseline.get("values", {})
+    others = [n for n in result.objective_names if n != "accuracy"] or ["trial"]
+    panels = []
+    for name in others:
+        points: dict[str, list[tuple[float, float, int]]] = {
+            "infeasible": [],
+            "feasible": [],
+            "pareto": [],
+        }
+        for t in result.trials:
+            kind = "pareto" if t.number in pareto else ("feasible" if t.feasible else "infeasible")
+            x = float(t.number) if name == "trial" else t.values[name]
+            points[kind].append((x, t.values["accuracy"], t.number))
+        b = (base[name], base["accuracy"]) if name in base and "accuracy" in base else None
+        target = result.baseline.get("accuracy_target")
+        panels.append(_Panel(labels.get(name, name), y_label, points, b, target))
+    return panels
+
+
+_STYLE = {  # kind: (legend label, colour, marker)
+    "infeasible": ("infeasible", "#bbbbbb", "x"),
+    "feasible": ("feasible", "#7fa7d9", "o"),
+    "pareto": ("feasible Pareto", "#d62728", "o"),
+}
+
+
+def tradeoff_figure(result: TuneResult) -> Any:
+    """Accuracy against each other objective, every complete trial, as one plotly figure.
+
+    Infeasible trials are grey crosses, the feasible Pareto trials red and labelled, fp32 a star,
+    the accuracy target a dashed line. It reads quantuna's measured values, so it also shows the
+    objectives of a weighted study (whose only Optuna value is the score).
+    """
+    require_plotly()
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = _panels(result)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p.x_label for p in panels])
+    for col, panel in enumerate(panels, start=1):
+        if panel.baseline is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[panel.baseline[0]],
+                    y=[panel.baseline[1]],
+                    mode="markers",
+                    marker={"color": "black", "size": 14, "symbol": "star"},
+                    name="fp32",
+                    legendgroup="fp32",
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        for kind, pts in panel.points.items():
+            label, colour, marker = _STYLE[kind]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts],
+                    y=[p[1] for p in pts],
+                    mode="markers+text" if kind == "pareto" else "markers",
+                    text=[f"#{p[2]}" for p in pts],
+                    textposition="top center",
+                    marker={
+                        "color": colour,
+                        "size": 10,
+                        "symbol": "x" if marker == "x" else "circle",
+                    },
+                    name=label,
+                    legendgroup=kind,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        if panel.target is not None:
+            fig.add_hline(y=panel.target, line_dash="dash", line_color="#555", row=1, col=col)
+        fig.update_xaxes(title_text=panel.x_label, row=1, col=col)
+        fig.update_yaxes(title_text=panel.y_label, row=1, col=col)
+    fig.update_layout(title=_png_title(result), template="plotly_white")
+    return fig
+
+
+def _png_kaleido(result: TuneResult, png: Path) -> None:
+    import kaleido  # noqa: F401  (fail fast when it is missing)
+
+    fig = tradeoff_figure(result)
+    fig.write_image(str(png), width=560 * len(_panels(result)), height=520)
+
+
+def _png_title(result: TuneResult) -> str:
+    name = result.session.spec.name if result.session is not None else result.study.study_name
+    return f"{name}: accuracy vs cost (dashed: accuracy target)"
+
+
+def _png_matplotlib(result: TuneResult, png: Path) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise QuantunaError(f"matplotlib is not installed: {REPORT_EXTRA}") from None
+    panels = _panels(result)
+    fig = Figure(figsize=(5.6 * len(panels), 5.2), dpi=100, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        if panel.baseline is not None:
+            ax.scatter(
+                [panel.baseline[0]],
+                [panel.baseline[1]],
+                c="black",
+                marker="*",
+                s=150,
+                label="fp32",
+                zorder=1,
+            )
+        for kind, pts in panel.points.items():
+            label, colour, marker = _STYLE[kind]
+            ax.scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                c=colour,
+                marker=marker,
+                label=label,
+                zorder=2,
+            )
+            if kind == "pareto":
+                for x, y, number in pts:
+                    ax.annotate(
+                        f"#{number}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        fontsize=8,
+                    )
+        if panel.target is not None:
+            ax.axhline(panel.target, color="#555", linestyle="--", linewidth=1)
+        ax.set_xlabel(panel.x_label)
+        ax.set_ylabel(panel.y_label)
+        ax.set_title(panel.x_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(_png_title(result))
+    fig.savefig(str(png))

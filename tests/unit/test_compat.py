@@ -1,0 +1,109 @@
+"""One test per private optuna / optuna-dashboard API in ``quantuna._compat``.
+
+Each fails loudly when a release moves what quantuna reaches for; the fix goes in ``_compat``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import optuna
+import pytest
+
+from quantuna import _compat
+
+
+@pytest.fixture
+def study() -> optuna.Study:
+    return optuna.create_study(storage=optuna.storages.InMemoryStorage())
+
+
+def test_study_storage_and_id(study: optuna.Study) -> None:
+    storage = _compat.study_storage(study)
+    assert isinstance(storage, optuna.storages.BaseStorage)
+    assert storage.get_study_id_from_name(study.study_name) == _compat.study_id(study)
+
+
+def test_trial_id_of_live_and_frozen_trials(study: optuna.Study) -> None:
+    seen: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        seen.append(_compat.trial_id(trial))
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    frozen = study.trials[0]
+    assert _compat.trial_id(frozen) == seen[0]
+    assert _compat.study_storage(study).get_trial(seen[0]).number == frozen.number
+
+
+def test_stop_requested_follows_study_stop(study: optuna.Study) -> None:
+    flags: list[bool] = []
+
+    def callback(s: optuna.Study, t: Any) -> None:
+        flags.append(_compat.stop_requested(s))
+        s.stop()
+        flags.append(_compat.stop_requested(s))
+
+    study.optimize(lambda t: 0.0, n_trials=3, callbacks=[callback])
+    assert flags == [False, True]
+    assert len(study.trials) == 1
+
+
+def test_legacy_constraints_are_what_the_dashboard_reads(study: optuna.Study) -> None:
+    from optuna_dashboard._serializer import CONSTRAINTS_KEY
+
+    def objective(trial: optuna.Trial) -> float:
+        _compat.set_legacy_constraints(trial, [0.25])
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    assert CONSTRAINTS_KEY == "constraints"
+    assert study.trials[0].system_attrs[CONSTRAINTS_KEY] == [0.25]
+
+
+def test_heartbeat_base_still_has_the_hooks_the_journal_storage_fills() -> None:
+    base = _compat.BaseHeartbeat
+    for name in ("record_heartbeat", "_get_stale_trial_ids", "get_heartbeat_interval",
+                 "get_heartbeat_stale_trial_callback"):
+        assert name in base.__dict__, f"BaseHeartbeat lost {name}: update _compat"
+    assert issubclass(_compat.HeartbeatJournalStorage, base)
+    assert not inspect.isabstract(_compat.HeartbeatJournalStorage)
+
+
+def test_fail_stale_trials_uses_the_heartbeat_protocol() -> None:
+    source = inspect.getsource(optuna.storages.fail_stale_trials)
+    assert "_get_stale_trial_ids" in source, "Optuna changed how it finds stale trials"
+
+
+def test_feasible_best_trials_narrows_the_dashboard_front() -> None:
+    from optuna_dashboard import _app
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        feasible = trial.number == 0
+        _compat.set_legacy_constraints(trial, [-1.0 if feasible else 1.0])
+        trial.set_constraint("accuracy", -1.0 if feasible else 1.0)
+        return [0.5, 2.0] if feasible else [0.9, 1.0]  # the infeasible one dominates
+
+    study.optimize(objective, n_trials=2)
+    _compat.feasible_best_trials(storage)
+    front = _app.get_pareto_front_trials(study.trials, study.directions)
+    assert [t.number for t in front] == [0]
+    assert getattr(_app.get_pareto_front_trials, "quantuna_feasible", False)
+
+
+def test_feasible_best_trial_of_a_single_objective_study() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_constraint("accuracy", -1.0 if trial.number == 0 else 1.0)
+        return float(trial.number)
+
+    study.optimize(objective, n_trials=3)
+    _compat.feasible_best_trials(storage)
+    assert storage.get_best_trial(_compat.study_id(study)).number == 0
