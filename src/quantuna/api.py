@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantuna.errors import SpecError
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study.run import run_study
+
+if TYPE_CHECKING:
+    import onnx
+    import optuna
 
 
 def tune(spec: str | Path | dict[str, Any] | StudySpec, n_trials: int | None = None, **options: Any) -> TuneResult:
@@ -56,11 +60,11 @@ class Quantization:
         self.result: TuneResult | None = None
 
     @property
-    def study(self) -> Any:
+    def study(self) -> optuna.Study | None:
         """The ``optuna.Study`` of the last :meth:`fit`."""
         return None if self.result is None else self.result.study
 
-    def fit(self, n_trials: int | None = None) -> Any:
+    def fit(self, n_trials: int | None = None) -> onnx.ModelProto:
         """Run the study and return the chosen trial's quantized ``onnx.ModelProto``."""
         from quantuna.export import ExportedConfig, apply
 

@@ -26,6 +26,7 @@ from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
 from quantuna.ort.quantize import quantize
+from quantuna.results import TuneResult
 from quantuna.spec import DataSource, redact_url
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class ExportedConfig:
         return cls(config, raw.get("calibration"), dict(raw.get("provenance") or {}))
 
 
-def export_trial(result: Any, *, trial: int | None = None, rule: str = "weighted") -> dict[str, Any]:
+def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "weighted") -> dict[str, Any]:
     """The export document of one trial of a :class:`~quantuna.results.TuneResult`.
 
     Args:
@@ -81,6 +82,8 @@ def export_trial(result: Any, *, trial: int | None = None, rule: str = "weighted
         rule: a pick rule (``weighted``, ``score``, ``best:<objective>``).
     """
     session = result.session
+    if session is None:
+        raise QuantunaError("export needs the study's session: use quantuna.load_results(spec)")
     if trial is None:
         pick = result.pick(rule)
         chosen, picked_by, feasible_pick = pick.trial, f"rule {pick.rule}", pick.feasible

@@ -20,6 +20,7 @@ from quantuna.config import QuantConfig
 from quantuna.errors import QuantunaError
 from quantuna.objective import MultiObjective
 from quantuna.spec import redact_url
+from quantuna.study import attrs
 
 if TYPE_CHECKING:
     from quantuna.study.session import Session
@@ -42,17 +43,17 @@ class TrialResult:
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialResult:
         """Read quantuna's user attrs of a complete trial."""
-        attrs = trial.user_attrs
+        stored = trial.user_attrs
         return cls(
             number=trial.number,
-            config=QuantConfig.from_dict(attrs["config"]),
-            values=dict(attrs["values"]),
-            relative=dict(attrs.get("relative", {})),
-            constraint=float(attrs["constraint"]),
-            feasible=bool(attrs["feasible"]),
-            reused_from=attrs.get("reused_measurement_from"),
-            summary=attrs.get("summary", ""),
-            model_sha256=attrs.get("model_sha256"),
+            config=QuantConfig.from_dict(stored[attrs.CONFIG]),
+            values=dict(stored[attrs.VALUES]),
+            relative=dict(stored.get(attrs.RELATIVE, {})),
+            constraint=float(stored[attrs.CONSTRAINT]),
+            feasible=bool(stored[attrs.FEASIBLE]),
+            reused_from=stored.get(attrs.REUSED_FROM),
+            summary=stored.get(attrs.SUMMARY, ""),
+            model_sha256=stored.get(attrs.MODEL_SHA256),
         )
 
 
@@ -98,7 +99,7 @@ class TuneResult:
         """Trials pruned as hopeless, each with its ``stop_reason`` user attr."""
         return [
             t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-            if "stop_reason" in t.user_attrs
+            if attrs.STOP_REASON in t.user_attrs
         ]
 
     def best(self, rule: str = "weighted") -> TrialResult:
@@ -204,7 +205,7 @@ def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]
 def collect_results(study: optuna.Study, session: Session) -> TuneResult:
     """Read a study's trials into a :class:`TuneResult`."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    trials = [TrialResult.from_trial(t) for t in complete if "values" in t.user_attrs]
+    trials = [TrialResult.from_trial(t) for t in complete if attrs.VALUES in t.user_attrs]
     criterion = dict(session.spec.tuning.accuracy_criterion.as_dict())
     criterion["higher_is_better"] = session.metric.higher_is_better
     return TuneResult(
@@ -214,7 +215,7 @@ def collect_results(study: optuna.Study, session: Session) -> TuneResult:
         higher_is_better=list(session.higher_is_better),
         weights=list(session.weights),
         accuracy_criterion=criterion,
-        baseline=dict(study.user_attrs.get("baseline", {})),
+        baseline=dict(study.user_attrs.get(attrs.BASELINE, {})),
         trials=trials,
         pareto=pareto_front(trials, session.objective_names, session.higher_is_better),
         session=session,
@@ -316,7 +317,7 @@ def summarize(result: TuneResult) -> StudySummary:
         facts["storage"] = redact_url(session.spec.storage)
     reasons: dict[str, list[int]] = {}
     for t in result.failed:
-        reason = str(t.user_attrs.get("fail_reason", "interrupted"))
+        reason = str(t.user_attrs.get(attrs.FAIL_REASON, "interrupted"))
         reasons.setdefault(reason[:160], []).append(t.number)
     header, rows = pareto_rows(result)
     return StudySummary(

@@ -153,7 +153,7 @@ def _assert_one_measurement_per_config(study: optuna.Study) -> None:
 
 
 def _spent(study: optuna.Study) -> int:
-    from quantuna.study.attrs import count_spent
+    from quantuna.study.budget import count_spent
 
     return count_spent(study)
 

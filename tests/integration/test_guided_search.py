@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_spec, write_spec
 
 from quantuna.metrics import BUILTIN_METRICS, best_reachable
-from quantuna.study.attrs import count_spent
+from quantuna.study.budget import count_spent
 from quantuna.study.run import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from quantuna.cli._common import configure_logging, dispatch, positive_int
+from quantuna.study import attrs
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -57,8 +58,8 @@ class Progress:
             return
         from tqdm import tqdm
 
-        directions = study.user_attrs.get("quantuna", {}).get("higher_is_better")
-        names = study.user_attrs.get("quantuna", {}).get("objectives", [])
+        directions = study.user_attrs.get(attrs.SETUP, {}).get("higher_is_better")
+        names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
         self.higher = directions or [n == "accuracy" for n in names]
         self.bar = tqdm(total=remaining, unit="trial", dynamic_ncols=True, file=sys.stderr,
                         desc="best feasible")
@@ -69,15 +70,15 @@ class Progress:
         self.bar.update(1)
         feasible = [
             t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("feasible") and "values" in t.user_attrs
+            if t.user_attrs.get(attrs.FEASIBLE) and attrs.VALUES in t.user_attrs
         ]
         if not feasible:
             self.bar.set_postfix({"feasible": 0}, refresh=False)
             return
-        names = study.user_attrs.get("quantuna", {}).get("objectives", [])
+        names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
         best = {}
         for name, higher in zip(names, self.higher):
-            vals = [t.user_attrs["values"][name] for t in feasible]
+            vals = [t.user_attrs[attrs.VALUES][name] for t in feasible]
             best[name] = f"{(max(vals) if higher else min(vals)):.4g}"
         self.bar.set_postfix(best, refresh=False)
 

@@ -2,14 +2,13 @@
 
 The bottom module of :mod:`quantuna.study`: everything else reads and writes attrs through these
 names. A trial's user attrs are flat and short, so optuna-dashboard shows them readably.
+Imports no optuna, so the CLI can read attrs without paying for it at ``--help``.
 """
 
 from __future__ import annotations
 
 import platform
 import socket
-
-import optuna
 
 # study user attrs
 BASELINE = "baseline"  # the fp32 measurement: values, throughput, accuracy_target, host, cpu
@@ -39,13 +38,6 @@ STOP_REASON = "stop_reason"
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"
 
-FINISHED = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.PRUNED,
-    optuna.trial.TrialState.FAIL,
-)
-
-
 def host_facts() -> dict[str, str]:
     """The host name and CPU, recorded on every trial (latencies compare only on one CPU)."""
     cpu = platform.processor() or platform.machine()
@@ -58,16 +50,3 @@ def host_facts() -> dict[str, str]:
     except OSError:
         pass
     return {HOST: socket.gethostname(), CPU: cpu}
-
-
-def count_spent(study: optuna.Study) -> int:
-    """Trials that used up budget: complete ones and those that failed for a stated reason.
-
-    A trial interrupted by Ctrl-C or a killed worker has no reason and does not count, so the
-    study's budget holds when it is resumed.
-    """
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.state != optuna.trial.TrialState.FAIL or FAIL_REASON in t.user_attrs
-    )

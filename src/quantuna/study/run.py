@@ -17,6 +17,7 @@ from quantuna.spec import StudySpec, load_spec, redact_url
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
+from quantuna.study.budget import count_spent
 from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
@@ -109,7 +110,7 @@ def run_study(
     session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
-    remaining = max(0, budget - attrs.count_spent(study))
+    remaining = max(0, budget - count_spent(study))
     enqueue_warm_start(study, session)
     if on_ready is not None:
         on_ready(study, remaining)
@@ -124,7 +125,7 @@ def run_study(
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
               remaining: int, limit: float | None, callbacks: Sequence[Callback]) -> None:
     def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if attrs.count_spent(study) >= budget:  # other workers count toward the same budget
+        if count_spent(study) >= budget:  # other workers count toward the same budget
             study.stop()
 
     interrupt = Interrupt()

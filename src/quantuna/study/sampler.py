@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, trial_id
 from quantuna.space import SearchSpace
+from quantuna.study import attrs
 
 DEFAULT_ATTEMPTS = 12
 
@@ -62,9 +63,9 @@ class DistinctSampler(BaseSampler):
         """Config keys of the study's other trials (running ones included: they will measure)."""
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
         return {
-            t.user_attrs["config_key"]
+            t.user_attrs[attrs.CONFIG_KEY]
             for t in study.get_trials(deepcopy=False, states=states)
-            if t.number != trial.number and "config_key" in t.user_attrs
+            if t.number != trial.number and attrs.CONFIG_KEY in t.user_attrs
         }
 
     def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], str]:

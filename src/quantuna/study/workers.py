@@ -36,7 +36,7 @@ from quantuna._compat import experimental_quiet, stop_requested
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
-from quantuna.study.attrs import count_spent
+from quantuna.study.budget import count_spent
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import load_results, run_study

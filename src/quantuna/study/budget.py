@@ -1,0 +1,26 @@
+"""The study's trial budget: what counts as spent, for one worker or many."""
+
+from __future__ import annotations
+
+import optuna
+
+from quantuna.study.attrs import FAIL_REASON
+
+FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
+
+
+def count_spent(study: optuna.Study) -> int:
+    """Trials that used up budget: complete ones and those that failed for a stated reason.
+
+    A trial interrupted by Ctrl-C or a killed worker has no reason and does not count, so the
+    study's budget holds when it is resumed.
+    """
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=FINISHED)
+        if t.state != optuna.trial.TrialState.FAIL or FAIL_REASON in t.user_attrs
+    )
