@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantuna.errors import SpecError
+from quantuna.objective import DEFAULT_RELATIVE, equal_weights
 
 Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
@@ -110,7 +111,7 @@ class AccuracyCriterion(_Strict):
         """The criterion in the form ``quantuna.objective`` takes."""
         if self.absolute is not None:
             return {"absolute": self.absolute, "higher_is_better": self.higher_is_better}
-        relative = 0.01 if self.relative is None else self.relative
+        relative = DEFAULT_RELATIVE if self.relative is None else self.relative
         return {"relative": relative, "higher_is_better": self.higher_is_better}
 
 
@@ -151,7 +152,7 @@ class TuningSection(_Strict):
         names = self.objective_names
         if self.multi_objectives is not None and self.multi_objectives.weight is not None:
             return list(self.multi_objectives.weight)
-        return [1.0 / len(names)] * len(names)
+        return equal_weights(len(names))
 
 
 class PerformanceMeasure(_Strict):

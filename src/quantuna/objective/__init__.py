@@ -21,16 +21,19 @@ from quantuna.objective._builtins import (
     model_size_bytes,
 )
 from quantuna.objective._criteria import (
+    DEFAULT_RELATIVE,
     RATIO_CAP,
     RATIO_FLOOR,
     accuracy_constraint,
     accuracy_target,
+    equal_weights,
     weighted_metric,
     weighted_ratio_score,
 )
 from quantuna.objective._multi import BestResult, MultiObjective
 
 __all__ = [
+    "DEFAULT_RELATIVE",
     "MIB",
     "OBJECTIVES",
     "RATIO_CAP",
@@ -44,6 +47,7 @@ __all__ = [
     "Performance",
     "accuracy_constraint",
     "accuracy_target",
+    "equal_weights",
     "model_size_bytes",
     "objective_custom_registry",
     "objective_registry",

@@ -8,10 +8,17 @@ from typing import Any
 
 import numpy as np
 
+DEFAULT_RELATIVE = 0.01
+"""Neural Compressor's default accuracy criterion: relative 1 %."""
 RATIO_FLOOR = 1e-9
 """Values below this are raised to it before a baseline ratio is taken."""
 RATIO_CAP = 100.0
 """Largest baseline ratio one objective can contribute."""
+
+
+def equal_weights(count: int) -> list[float]:
+    """Neural Compressor's default objective weights: equal, summing to 1."""
+    return [1.0 / count] * count
 
 
 def accuracy_target(baseline: float, criterion: dict[str, Any]) -> float:
@@ -36,7 +43,7 @@ def accuracy_target(baseline: float, criterion: dict[str, Any]) -> float:
     if "absolute" in criterion:
         margin = float(criterion["absolute"])
     else:
-        goal = float(criterion.get("relative", 0.01))
+        goal = float(criterion.get("relative", DEFAULT_RELATIVE))
         if not -1.0 < goal < 1.0:
             raise ValueError(f"relative accuracy criterion must be in (-1, 1), got {goal}")
         margin = abs(baseline) * goal

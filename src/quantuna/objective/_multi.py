@@ -11,7 +11,12 @@ import numpy as np
 
 from quantuna.objective._base import Objective, resolve_objective
 from quantuna.objective._builtins import Accuracy
-from quantuna.objective._criteria import accuracy_constraint, accuracy_target, weighted_metric
+from quantuna.objective._criteria import (
+    DEFAULT_RELATIVE,
+    accuracy_constraint,
+    accuracy_target,
+    weighted_metric,
+)
 
 logger = logging.getLogger("quantuna.objective")
 _ZERO = 1e-20  # INC's stand-in for a zero value in best_result's ratios
@@ -127,7 +132,7 @@ class MultiObjective:
     def _targets(self, baseline_acc: Any) -> list[float]:
         values, directions = self._metrics(baseline_acc)
         kind = "relative" if self.relative else "absolute"
-        goal = self.accuracy_criterion.get(kind, 0.01)
+        goal = self.accuracy_criterion.get(kind, DEFAULT_RELATIVE)
         return [
             accuracy_target(b, {kind: goal, "higher_is_better": d})
             for b, d in zip(values, directions)

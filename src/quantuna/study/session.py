@@ -18,7 +18,13 @@ from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
 from quantuna.metrics import Metric, resolve_metric
 from quantuna.model import ModelInfo, build_model, inspect_model
-from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_objective
+from quantuna.objective import (
+    Accuracy,
+    Objective,
+    accuracy_target,
+    equal_weights,
+    resolve_objective,
+)
 from quantuna.ort.calibrate import RangeCache
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
@@ -73,7 +79,7 @@ class Session:
         given = self.spec.tuning.weights
         if len(given) == len(self.objective_names):
             return given
-        return [1.0 / len(self.objective_names)] * len(self.objective_names)
+        return equal_weights(len(self.objective_names))
 
     def accuracy_target(self, baseline_accuracy: float) -> float:
         """The accuracy a trial must reach, from the spec's criterion and the metric's direction."""
