@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from quantuna._secrets import redact_url
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
@@ -26,7 +27,7 @@ from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
 from quantuna.ort.quantize import quantize
-from quantuna.spec import DataSource, redact_url
+from quantuna.spec import DataSource
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from quantuna._secrets import remember_url
 from quantuna.errors import SpecError
 
 Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
@@ -366,6 +367,7 @@ def load_spec(
         relative = url.removeprefix("sqlite:///")
         if relative and relative != ":memory:":
             url = f"sqlite:///{resolve(Path(relative))}"
+    remember_url(url)  # its password is scrubbed from every later message
     if isinstance(parsed.model, ModelSource):
         model, build = resolve(parsed.model.path), _resolve_reference(parsed.model.build, root)
     else:
@@ -392,8 +394,3 @@ def _replace_storage(spec: StudySpec, storage: str) -> StudySpec:
 
     return replace(spec, storage=storage)
 
-
-def redact_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***`` (for printing and export)."""
-    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from conftest import tiny_spec, write_spec
 
+from quantuna._secrets import redact_url
 from quantuna.errors import SpecError
-from quantuna.spec import load_spec, redact_url
+from quantuna.spec import load_spec
 from quantuna.study.session import prepare
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import optuna
 
 from quantuna._compat import experimental_quiet
+from quantuna._secrets import redact_url
 from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
-from quantuna.spec import StudySpec, load_spec, redact_url
+from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline

@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import optuna
 
 from quantuna._compat import HeartbeatJournalStorage, experimental_quiet
+from quantuna._secrets import redact_text, redact_url
 from quantuna.errors import SpecError
-from quantuna.spec import redact_url
 
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
@@ -91,11 +91,11 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         raise
     except ImportError as exc:
         raise SpecError(
-            f"storage {redact_url(url)}: a driver is missing ({exc}); "
+            f"storage {redact_url(url)}: a driver is missing ({redact_text(str(exc))}); "
             "pip install 'quantuna[postgres]' or 'quantuna[redis]'"
         ) from None
     except Exception as exc:
-        reason = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise SpecError(f"storage {redact_url(url)}: cannot open it ({reason})") from None
 
 
