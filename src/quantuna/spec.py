@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantuna._secrets import remember_url
+from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 
 Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
@@ -56,7 +56,7 @@ class DataSource(_Strict):
         if (self.path is None) == (self.loader is None):
             raise ValueError("give exactly one of 'path' (an .npz file) or 'loader' ('pkg.mod:fn')")
         if self.loader is not None and not _is_reference(self.loader):
-            raise ValueError(f"loader {self.loader!r} must look like 'package.module:function'")
+            raise ValueError(f"loader {shorten(self.loader)} must look like 'package.module:function'")
         return self
 
 
@@ -215,7 +215,7 @@ class ModelSource(_Strict):
     @model_validator(mode="after")
     def _reference(self) -> ModelSource:
         if not _is_reference(self.build):
-            raise ValueError(f"build {self.build!r} must look like 'file.py:function' or 'pkg.mod:function'")
+            raise ValueError(f"build {shorten(self.build)} must look like 'file.py:function' or 'pkg.mod:function'")
         return self
 
 
@@ -276,32 +276,15 @@ def _resolve_reference(ref: str | None, root: Path) -> str | None:
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    msg = first["msg"].removeprefix("Value error, ")
+    loc = cut(".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after")), 120)
+    msg = cut(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
         return f"{where}: {loc}: unknown key (check its spelling and its section)"
     if first["type"] == "missing":
         return f"{where}: {loc}: required key is missing"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {shorten(value)})"
     return f"{where}: {loc or '<top level>'}: {msg}{shown}"
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}:{line}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a study spec is a YAML mapping, got {type(raw).__name__}")
-    return raw
 
 
 def load_spec(
@@ -335,7 +318,7 @@ def load_spec(
         root = Path(base_dir or ".").resolve()
     else:
         spec_path = Path(source).resolve()
-        raw = _read_yaml(spec_path)
+        raw = read_yaml(spec_path, what="a study spec")
         root = spec_path.parent
     where = str(spec_path) if spec_path else "<spec>"
     try:

@@ -210,3 +210,17 @@ def test_a_sampler_whose_libraries_are_missing_is_a_spec_error(
         prepare(load_spec(write_spec(tiny_dir, spec)))
     spec["study"]["sampler"] = "tpe"
     prepare(load_spec(write_spec(tiny_dir, spec)))  # the others need nothing more
+
+
+def test_duplicate_keys_in_a_spec_are_an_error(tiny_dir: Path) -> None:
+    path = write_spec(tiny_dir, tiny_spec(tiny_dir))
+    path.write_text(path.read_text() + "accuracy: {metric: top5}\n")
+    with pytest.raises(SpecError, match="duplicate key 'accuracy'"):
+        load_spec(path)
+
+
+def test_long_values_are_shortened_in_messages(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir, study={"name": "tiny", "sampler": "x" * 100_000})
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tiny_dir, spec))
+    assert len(str(info.value)) < 400

@@ -40,6 +40,11 @@ def dispatch(handler: Handler, args: argparse.Namespace) -> int:
     except QuantunaError as exc:
         print(f"quantuna: error: {one_line(exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file that cannot be read or written: the user's to fix
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"quantuna: error: {one_line(OSError(where + (exc.strerror or str(exc))))}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\n{RESUME_HINT}", file=sys.stderr)
         return 130
