@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from quantuna.errors import SpecError
+from quantuna.errors import QuantunaError, SpecError
 
 MAX_QUOTED = 200  # characters of a value quoted in an error message
 MAX_YAML_BYTES = 4 << 20  # a spec or a config file is small; a bigger one is not ours
@@ -147,16 +148,55 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def lock_dir() -> Path:
+    """The per-user folder of quantuna's lock files, created 0700 (``$XDG_RUNTIME_DIR`` or /tmp).
+
+    Raises:
+        QuantunaError: the folder exists but is a symlink, not ours, or open to others.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    directory = Path(base) / f"quantuna-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise QuantunaError(f"{directory} is not a folder owned by you; remove it (quantuna keeps "
+                            "its lock files there)")
+    if info.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+    return directory
+
+
+def lock_path(resource: Path | str) -> Path:
+    """The lock file of a resource: a file path (by its absolute name) or a plain name."""
+    if isinstance(resource, Path):
+        digest = hashlib.sha256(str(resource.absolute()).encode()).hexdigest()[:24]
+        return lock_dir() / f"{resource.name[:40]}-{digest}.lock"
+    return lock_dir() / f"{resource}.lock"
+
+
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the ``with`` block (other local processes wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def file_lock(resource: Path | str) -> Iterator[None]:
+    """An exclusive advisory lock on ``resource`` for the ``with`` block (local processes wait).
+
+    The lock file lives in :func:`lock_dir`, never beside the resource (a failed step leaves
+    nothing there), and is opened without following a symlink.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    path = lock_path(resource)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise QuantunaError(f"cannot open the lock file {path} ({exc.strerror}); "
+                            "if it is a symlink, remove it") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def import_reference(ref: str, *, where: str) -> Any:

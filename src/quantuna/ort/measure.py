@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from quantuna._util import file_lock
+from quantuna._util import file_lock, lock_path
 from quantuna.data import Dataset
 from quantuna.errors import HopelessTrial, TrialError
 from quantuna.metrics import Metric, best_reachable
@@ -36,6 +34,7 @@ from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
+LATENCY_LOCK = "latency"
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,8 @@ class AccuracyTask:
 
 
 def latency_lock_path() -> Path:
-    """The per-host lock that serialises latency loops of local workers."""
-    return Path(tempfile.gettempdir()) / f"quantuna-latency-{os.getuid()}.lock"
+    """The per-host, per-user lock that serialises latency loops of local workers."""
+    return lock_path(LATENCY_LOCK)
 
 
 def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Dataset,
@@ -130,7 +129,7 @@ def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSect
                  perf: Sequence[Performance], foot: Sequence[Footprint]) -> None:
     """Footprint and the latency loop, under the per-host latency lock."""
     p = settings.performance
-    with file_lock(latency_lock_path()):
+    with file_lock(LATENCY_LOCK):
         try:
             if foot:
                 peak = measure_footprint(path, batch, p.threads)
