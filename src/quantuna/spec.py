@@ -6,6 +6,7 @@ value and what would be accepted. Relative paths are resolved against the spec's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class StudySection(_Strict):
     name: str | None = None
     storage: str | None = None
     sampler: Sampler = "auto"
-    seed: int | None = 0
+    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     save_models: bool = False
 
 
@@ -105,6 +106,11 @@ class AccuracyCriterion(_Strict):
     def _one_kind(self) -> AccuracyCriterion:
         if self.relative is not None and self.absolute is not None:
             raise ValueError("give either 'relative' or 'absolute', not both")
+        if self.relative is not None and not -1.0 < self.relative < 1.0:
+            raise ValueError(f"relative {self.relative} must be a fraction in (-1, 1), e.g. 0.01 "
+                             "for 1 % (negative: must improve)")
+        if self.absolute is not None and not math.isfinite(self.absolute):
+            raise ValueError(f"absolute {self.absolute} must be a finite number")
         return self
 
     def as_dict(self) -> dict[str, Any]:

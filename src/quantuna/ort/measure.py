@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from quantuna._util import file_lock, lock_path
+from quantuna._util import cut, file_lock, lock_path
 from quantuna.data import Dataset
-from quantuna.errors import HopelessTrial, TrialError
-from quantuna.metrics import Metric, best_reachable
+from quantuna.errors import HopelessTrial, SpecError, TrialError
+from quantuna.metrics import Metric, best_reachable, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
 from quantuna.ort.session import open_session, output_chunks
@@ -84,6 +84,29 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
             best_possible=best,
             samples=seen,
         )
+
+
+def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
+    """The metric on the fp32 outputs of one real batch: run before anything is written.
+
+    Raises:
+        SpecError: onnxruntime cannot run the model (an opset it lacks, a bad graph), or the
+            metric raises or returns something that is not a finite number.
+    """
+    batch = task.evaluation.head(min(task.batch_size, len(task.evaluation)))
+    try:
+        session = open_session(path, task.threads)
+        outputs = np.concatenate(list(output_chunks(session, batch, task.batch_size, task.output)))
+    except Exception as exc:
+        raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation batch "
+                        f"({type(exc).__name__}: {cut(str(exc), 160)})") from None
+    try:
+        value = task.metric.fn(outputs, batch.labels)
+    except Exception as exc:
+        raise SpecError(f"{where}: accuracy.metric: {cut(task.metric.name, 80)} raised "
+                        f"{type(exc).__name__} on the fp32 outputs of one batch: {cut(str(exc), 120)}"
+                        ) from None
+    return metric_value(task.metric, value, f"{where}: accuracy.metric")
 
 
 def _wrapping(objectives: Sequence[Objective]) -> Callable[[], Any]:

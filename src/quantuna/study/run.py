@@ -102,6 +102,7 @@ def run_study(
     Raises:
         SpecError: the spec, model or data is invalid (checked before any calibration).
     """
+    check_budget(n_trials, timeout)
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
@@ -115,11 +116,21 @@ def run_study(
     if on_ready is not None:
         on_ready(study, remaining)
     if remaining:
-        limit = timeout if timeout is not None else (spec.tuning.exit_policy.timeout or None)
+        limit = (timeout if timeout is not None else spec.tuning.exit_policy.timeout) or None
         _optimize(study, session, baseline, budget, remaining, limit, callbacks)
     result = collect_results(study, session)
     write_study_note(result)
     return result
+
+
+def check_budget(n_trials: int | None, timeout: float | None) -> None:
+    """Refuse a trial budget below 0 or a timeout that is not a number of seconds >= 0."""
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
+                                 or n_trials < 0):
+        raise SpecError(f"n_trials: {str(n_trials)[:40]} is not a whole number >= 0")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        raise SpecError(f"timeout: {str(timeout)[:40]} is not a number of seconds >= 0 (0: none)")
 
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,

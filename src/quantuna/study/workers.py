@@ -39,7 +39,7 @@ from quantuna.study import attrs
 from quantuna.study.attrs import count_spent
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
-from quantuna.study.run import load_results, run_study
+from quantuna.study.run import check_budget, load_results, run_study
 from quantuna.study.sampler import WorkerSampler
 from quantuna.study.storage import heartbeat_settings
 
@@ -128,6 +128,7 @@ def run_worker(
     Returns:
         The study's :class:`~quantuna.results.TuneResult` when this worker stops.
     """
+    check_budget(n_trials, timeout)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     limit = timeout if timeout is not None else (loaded.tuning.exit_policy.timeout or None)
