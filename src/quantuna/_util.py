@@ -237,6 +237,16 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+def check_writable_dir(directory: Path, *, where: str) -> None:
+    """Refuse a folder quantuna will create or write in, when it cannot; nothing is created."""
+    parent = Path(directory).absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
+        raise SpecError(f"{where}: cannot write in {cut(str(directory), 160)} ({parent} is not a "
+                        "writable directory)")
+
+
 def check_output_path(path: Path, *, where: str) -> Path:
     """Refuse, before any work, an output path that cannot be written; nothing is created.
 
@@ -247,12 +257,7 @@ def check_output_path(path: Path, *, where: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise SpecError(f"{where}: {cut(str(path), 160)} is a directory; give a file name")
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
-        raise SpecError(f"{where}: cannot write {cut(str(path), 160)} ({parent} is not a writable "
-                        "directory)")
+    check_writable_dir(path.absolute().parent, where=where)
     return path
 
 

@@ -12,6 +12,7 @@ import optuna
 
 from quantuna._compat import experimental_quiet
 from quantuna._secrets import redact_url
+from quantuna._util import check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
@@ -22,7 +23,7 @@ from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
-from quantuna.study.storage import make_storage
+from quantuna.study.storage import make_storage, require_existing, sqlite_file
 from quantuna.study.trial import make_objective
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -106,6 +107,10 @@ def run_study(
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
+    check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
+    database = sqlite_file(spec.storage)
+    if database is not None:
+        check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
     study = open_study(session)
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
@@ -155,9 +160,14 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
 
 def load_results(spec: SpecSource, *, storage: str | None = None,
                  mode: str | None = None) -> TuneResult:
-    """Open a spec's existing study without running a trial (for export, show, report)."""
+    """Open a spec's existing study without running a trial (for export, show, report).
+
+    Nothing is created: a missing SQLite file or study is a :class:`SpecError`.
+    """
     spec = load_spec(spec, storage=storage)
-    session = prepare(spec, mode=mode or _stored_mode(spec))
+    require_existing(spec.storage, where=spec.where)
+    stored_mode = _stored_mode(spec)
+    session = prepare(spec, mode=mode or stored_mode)
     study = open_study(session)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")

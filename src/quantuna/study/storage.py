@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -47,6 +48,20 @@ def heartbeat_settings() -> tuple[int, int]:
             f"QUANTUNA_HEARTBEAT_GRACE={grace} must exceed QUANTUNA_HEARTBEAT_INTERVAL={interval}"
         )
     return interval, grace
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (``None`` for other storages and in-memory SQLite)."""
+    if not url.startswith("sqlite:///") or url.removeprefix("sqlite:///") in ("", ":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def require_existing(url: str, *, where: str) -> None:
+    """Refuse to open a SQLite storage that does not exist (opening would create an empty file)."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise SpecError(f"{where}: no study storage at {path}; run `quantuna run` first")
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
