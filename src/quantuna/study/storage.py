@@ -27,6 +27,7 @@ from quantuna.errors import SpecError
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
 MAX_RETRY = 2
+CREATE_ATTEMPTS = 6
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -86,7 +87,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                 engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
             else:
                 engine = {"pool_pre_ping": True}
-            for attempt in range(3):
+            for attempt in range(CREATE_ATTEMPTS):
                 try:
                     return optuna.storages.RDBStorage(
                         url,
@@ -95,12 +96,13 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                         grace_period=grace,
                         heartbeat_stale_trial_callback=retry,
                     )
-                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                except sqlalchemy.exc.DBAPIError as exc:
                     # workers starting together on an empty database race to create Optuna's
-                    # tables; the loser finds them made on its next attempt
-                    if attempt == 2:
+                    # tables (SQLite: "table studies already exists", an OperationalError;
+                    # PostgreSQL: an IntegrityError); the loser finds them made on a later attempt
+                    if attempt == CREATE_ATTEMPTS - 1 or not _creation_race(exc):
                         raise
-                    time.sleep(0.5 + attempt)
+                    time.sleep(0.2 + 0.3 * attempt)
             raise AssertionError("unreachable")
     except SpecError:
         raise
@@ -112,6 +114,18 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:
         reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise SpecError(f"storage {redact_url(url)}: cannot open it ({reason})") from None
+
+
+def _creation_race(exc: Exception) -> bool:
+    """True for the errors two processes creating Optuna's tables at once can get."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.OperationalError) and (
+        "already exists" in text or "database is locked" in text
+    )
 
 
 def _redis_storage(url: str, interval: int, grace: int, retry: Any) -> HeartbeatJournalStorage:
