@@ -281,9 +281,15 @@ def _resolve_reference(ref: str | None, root: Path) -> str | None:
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = cut(".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after")), 120)
-    msg = cut(first["msg"].removeprefix("Value error, "))
+    errors = err.errors()
+    first = next((e for e in errors if isinstance(e.get("input"), dict)  # model: {path, build}
+                  and any("ModelSource" in str(p) for p in e["loc"])), errors[0])
+    parts = [str(p) for p in first["loc"]]
+    keys = [p for p in parts if not (p.startswith("function-") or "[" in p or p == "lax-or-strict")]
+    loc = cut(".".join(keys), 120)
+    msg = cut(first["msg"].removeprefix("Value error, "), 120)
+    if keys == ["model"] and not any("ModelSource" in p for p in parts) and len(parts) > 1:
+        msg = "give the .onnx file's path, or {path: FILE.onnx, build: 'file.py:function'}"
     if first["type"] == "extra_forbidden":
         return f"{where}: {loc}: unknown key (check its spelling and its section)"
     if first["type"] == "missing":
