@@ -142,3 +142,12 @@ def test_cli_budget_values_one_line_exit_2_nothing_written(tiny_dir: Path, argv:
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tiny_dir / "tiny.db").exists() and not (tiny_dir / "tiny.quantuna").exists()
+
+
+def test_an_opset_onnxruntime_cannot_run_is_refused_before_anything_is_written(tiny_dir: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_dir / "tiny.onnx"))
+    model.opset_import[0].version = onnx.defs.onnx_opset_version() + 1  # onnx.checker accepts it
+    onnx.save(model, str(tiny_dir / "tiny.onnx"))
+    _refused(tiny_dir, tiny_spec(tiny_dir), "onnxruntime cannot run tiny.onnx")

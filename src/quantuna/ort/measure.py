@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,18 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
         )
 
 
+_ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from \S+ failed:|"
+                        r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
+
+
+def ort_reason(exc: BaseException, limit: int = 150) -> str:
+    """onnxruntime's error without its source paths and C++ signatures, head and tail kept."""
+    text = " ".join(_ORT_NOISE.sub("", str(exc)).split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 3]} ... {text[-(limit - limit // 3 - 5):]}"
+
+
 def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
     """The metric on the fp32 outputs of one real batch: run before anything is written.
 
@@ -98,8 +111,8 @@ def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
         session = open_session(path, task.threads)
         outputs = np.concatenate(list(output_chunks(session, batch, task.batch_size, task.output)))
     except Exception as exc:
-        raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation batch "
-                        f"({type(exc).__name__}: {cut(str(exc), 160)})") from None
+        raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation "
+                        f"batch ({ort_reason(exc)})") from None
     try:
         value = task.metric.fn(outputs, batch.labels)
     except Exception as exc:
