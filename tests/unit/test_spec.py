@@ -224,3 +224,12 @@ def test_long_values_are_shortened_in_messages(tiny_dir: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tiny_dir, spec))
     assert len(str(info.value)) < 400
+
+
+def test_every_quantuna_error_is_one_bounded_line() -> None:
+    from quantuna.errors import MAX_MESSAGE, TrialError
+
+    error = SpecError("data.calibration.inputs.x: key " + repr("k" * 10**6) + "\nis not in the file (fix: ...)")
+    assert len(str(error)) <= MAX_MESSAGE and "\n" not in str(error)
+    assert str(error).startswith("data.calibration") and str(error).endswith("(fix: ...)")
+    assert str(TrialError("short")) == "short"
