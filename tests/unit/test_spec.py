@@ -185,7 +185,12 @@ def test_model_built_on_first_use_and_file_loaders(tiny_dir: Path) -> None:
     prepare(loaded)  # built once: the second prepare finds the file
     from quantuna.data import import_reference
 
-    assert len(import_reference(f"{tiny_dir / 'builder.py'}:CALLS", where="t")) == 1
+    calls = import_reference(f"{tiny_dir / 'builder.py'}:CALLS", where="t")
+    assert len(calls) == 1
+    assert calls[0].parent == tiny_dir / "cache" and calls[0] != loaded.model  # renamed when whole
+    (tiny_dir / "cache" / "built.onnx").write_bytes(b"half a model")  # a poisoned cache entry
+    prepare(loaded)
+    assert len(calls) == 2 and sorted(p.name for p in (tiny_dir / "cache").iterdir()) == ["built.onnx"]
 
 
 def test_a_failing_builder_is_a_spec_error(tiny_dir: Path) -> None:

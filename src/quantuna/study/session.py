@@ -142,9 +142,7 @@ def prepare(
     where = spec.where
     mode = mode or spec.tuning.mode
     _check_study_settings(spec, mode)
-    if spec.model_build is not None:
-        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
-    model = inspect_model(spec.model, where=f"{where}: model")
+    model = _model(spec)
     metric = resolve_metric(
         spec.accuracy.metric, spec.accuracy.higher_is_better, where=f"{where}: accuracy.metric"
     )
@@ -194,6 +192,21 @@ def prepare(
         eval_batch_size=fixed or spec.data.evaluation.batch_size,
         eval_func=eval_func,
     )
+
+
+def _model(spec: StudySpec) -> ModelInfo:
+    """The spec's model, built on first use; a built file that is not ONNX is built again."""
+    where = spec.where
+    if spec.model_build is None:
+        return inspect_model(spec.model, where=f"{where}: model")
+    build_model(spec.model, spec.model_build, where=f"{where}: model.build")
+    try:
+        return inspect_model(spec.model, where=f"{where}: model")
+    except SpecError as exc:  # a cache entry like the others: discarded, logged, rebuilt
+        logger.warning("%s is discarded and built again: %s", spec.model, exc)
+        spec.model.unlink(missing_ok=True)
+        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
+        return inspect_model(spec.model, where=f"{where}: model")
 
 
 def _check_metric(spec: StudySpec, model: ModelInfo, metric: Metric, evaluation: Dataset,
