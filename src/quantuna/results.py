@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from quantuna._secrets import redact_url
 from quantuna.config import QuantConfig
 from quantuna.errors import QuantunaError
 from quantuna.objective import MultiObjective
-from quantuna.spec import redact_url
 from quantuna.study import attrs
 
 if TYPE_CHECKING:

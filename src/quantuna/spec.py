@@ -6,14 +6,16 @@ value and what would be accepted. Relative paths are resolved against the spec's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from quantuna._secrets import remember_url
+from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
 
@@ -33,7 +35,7 @@ class StudySection(_Strict):
     name: str | None = None
     storage: str | None = None
     sampler: Sampler = "auto"
-    seed: int | None = 0
+    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     save_models: bool = False
 
 
@@ -56,7 +58,7 @@ class DataSource(_Strict):
         if (self.path is None) == (self.loader is None):
             raise ValueError("give exactly one of 'path' (an .npz file) or 'loader' ('pkg.mod:fn')")
         if self.loader is not None and not _is_reference(self.loader):
-            raise ValueError(f"loader {self.loader!r} must look like 'package.module:function'")
+            raise ValueError(f"loader {shorten(self.loader)} must look like 'package.module:function'")
         return self
 
 
@@ -105,6 +107,11 @@ class AccuracyCriterion(_Strict):
     def _one_kind(self) -> AccuracyCriterion:
         if self.relative is not None and self.absolute is not None:
             raise ValueError("give either 'relative' or 'absolute', not both")
+        if self.relative is not None and not -1.0 < self.relative < 1.0:
+            raise ValueError(f"relative {self.relative} must be a fraction in (-1, 1), e.g. 0.01 "
+                             "for 1 % (negative: must improve)")
+        if self.absolute is not None and not math.isfinite(self.absolute):
+            raise ValueError(f"absolute {self.absolute} must be a finite number")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -215,7 +222,7 @@ class ModelSource(_Strict):
     @model_validator(mode="after")
     def _reference(self) -> ModelSource:
         if not _is_reference(self.build):
-            raise ValueError(f"build {self.build!r} must look like 'file.py:function' or 'pkg.mod:function'")
+            raise ValueError(f"build {shorten(self.build)} must look like 'file.py:function' or 'pkg.mod:function'")
         return self
 
 
@@ -275,33 +282,22 @@ def _resolve_reference(ref: str | None, root: Path) -> str | None:
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    msg = first["msg"].removeprefix("Value error, ")
+    errors = err.errors()
+    first = next((e for e in errors if isinstance(e.get("input"), dict)  # model: {path, build}
+                  and any("ModelSource" in str(p) for p in e["loc"])), errors[0])
+    parts = [str(p) for p in first["loc"]]
+    keys = [p for p in parts if not (p.startswith("function-") or "[" in p or p == "lax-or-strict")]
+    loc = cut(".".join(keys), 120)
+    msg = cut(first["msg"].removeprefix("Value error, "), 120)
+    if keys == ["model"] and not any("ModelSource" in p for p in parts) and len(parts) > 1:
+        msg = "give the .onnx file's path, or {path: FILE.onnx, build: 'file.py:function'}"
     if first["type"] == "extra_forbidden":
         return f"{where}: {loc}: unknown key (check its spelling and its section)"
     if first["type"] == "missing":
         return f"{where}: {loc}: required key is missing"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {shorten(value)})"
     return f"{where}: {loc or '<top level>'}: {msg}{shown}"
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}:{line}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a study spec is a YAML mapping, got {type(raw).__name__}")
-    return raw
 
 
 def load_spec(
@@ -335,7 +331,7 @@ def load_spec(
         root = Path(base_dir or ".").resolve()
     else:
         spec_path = Path(source).resolve()
-        raw = _read_yaml(spec_path)
+        raw = read_yaml(spec_path, what="a study spec")
         root = spec_path.parent
     where = str(spec_path) if spec_path else "<spec>"
     try:
@@ -367,6 +363,7 @@ def load_spec(
         relative = url.removeprefix("sqlite:///")
         if relative and relative != ":memory:":
             url = f"sqlite:///{resolve(Path(relative))}"
+    remember_url(url)  # its password is scrubbed from every later message
     if isinstance(parsed.model, ModelSource):
         model, build = resolve(parsed.model.path), _resolve_reference(parsed.model.build, root)
     else:
@@ -393,8 +390,3 @@ def _replace_storage(spec: StudySpec, storage: str) -> StudySpec:
 
     return replace(spec, storage=storage)
 
-
-def redact_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***`` (for printing and export)."""
-    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from quantuna._util import file_lock
+from quantuna._util import cut, file_lock, lock_path
 from quantuna.data import Dataset
-from quantuna.errors import HopelessTrial, TrialError
-from quantuna.metrics import Metric, best_reachable
+from quantuna.errors import HopelessTrial, SpecError, TrialError
+from quantuna.metrics import Metric, best_reachable, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
 from quantuna.ort.session import open_session, output_chunks
@@ -36,6 +35,7 @@ from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
+LATENCY_LOCK = "latency"
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class AccuracyTask:
 
 
 def latency_lock_path() -> Path:
-    """The per-host lock that serialises latency loops of local workers."""
-    return Path(tempfile.gettempdir()) / f"quantuna-latency-{os.getuid()}.lock"
+    """The per-host, per-user lock that serialises latency loops of local workers."""
+    return lock_path(LATENCY_LOCK)
 
 
 def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Dataset,
@@ -85,6 +85,41 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
             best_possible=best,
             samples=seen,
         )
+
+
+_ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from \S+ failed:|"
+                        r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
+
+
+def ort_reason(exc: BaseException, limit: int = 150) -> str:
+    """onnxruntime's error without its source paths and C++ signatures, head and tail kept."""
+    text = " ".join(_ORT_NOISE.sub("", str(exc)).split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 3]} ... {text[-(limit - limit // 3 - 5):]}"
+
+
+def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
+    """The metric on the fp32 outputs of one real batch: run before anything is written.
+
+    Raises:
+        SpecError: onnxruntime cannot run the model (an opset it lacks, a bad graph), or the
+            metric raises or returns something that is not a finite number.
+    """
+    batch = task.evaluation.head(min(task.batch_size, len(task.evaluation)))
+    try:
+        session = open_session(path, task.threads)
+        outputs = np.concatenate(list(output_chunks(session, batch, task.batch_size, task.output)))
+    except Exception as exc:
+        raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation "
+                        f"batch ({ort_reason(exc)})") from None
+    try:
+        value = task.metric.fn(outputs, batch.labels)
+    except Exception as exc:
+        raise SpecError(f"{where}: accuracy.metric: {cut(task.metric.name, 80)} raised "
+                        f"{type(exc).__name__} on the fp32 outputs of one batch: {cut(str(exc), 120)}"
+                        ) from None
+    return metric_value(task.metric, value, f"{where}: accuracy.metric")
 
 
 def _wrapping(objectives: Sequence[Objective]) -> Callable[[], Any]:
@@ -130,7 +165,7 @@ def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSect
                  perf: Sequence[Performance], foot: Sequence[Footprint]) -> None:
     """Footprint and the latency loop, under the per-host latency lock."""
     p = settings.performance
-    with file_lock(latency_lock_path()):
+    with file_lock(LATENCY_LOCK):
         try:
             if foot:
                 peak = measure_footprint(path, batch, p.threads)

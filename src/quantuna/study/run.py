@@ -11,9 +11,11 @@ from typing import Any
 import optuna
 
 from quantuna._compat import experimental_quiet
+from quantuna._secrets import redact_url
+from quantuna._util import check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
-from quantuna.spec import StudySpec, load_spec, redact_url
+from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
@@ -22,7 +24,7 @@ from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
-from quantuna.study.storage import make_storage
+from quantuna.study.storage import make_storage, require_existing, sqlite_file
 from quantuna.study.trial import make_objective
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -102,9 +104,14 @@ def run_study(
     Raises:
         SpecError: the spec, model or data is invalid (checked before any calibration).
     """
+    check_budget(n_trials, timeout)
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
+    check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
+    database = sqlite_file(spec.storage)
+    if database is not None:
+        check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
     study = open_study(session)
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
@@ -115,11 +122,21 @@ def run_study(
     if on_ready is not None:
         on_ready(study, remaining)
     if remaining:
-        limit = timeout if timeout is not None else (spec.tuning.exit_policy.timeout or None)
+        limit = (timeout if timeout is not None else spec.tuning.exit_policy.timeout) or None
         _optimize(study, session, baseline, budget, remaining, limit, callbacks)
     result = collect_results(study, session)
     write_study_note(result)
     return result
+
+
+def check_budget(n_trials: int | None, timeout: float | None) -> None:
+    """Refuse a trial budget below 0 or a timeout that is not a number of seconds >= 0."""
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
+                                 or n_trials < 0):
+        raise SpecError(f"n_trials: {str(n_trials)[:40]} is not a whole number >= 0")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        raise SpecError(f"timeout: {str(timeout)[:40]} is not a number of seconds >= 0 (0: none)")
 
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
@@ -144,9 +161,14 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
 
 def load_results(spec: SpecSource, *, storage: str | None = None,
                  mode: str | None = None) -> TuneResult:
-    """Open a spec's existing study without running a trial (for export, show, report)."""
+    """Open a spec's existing study without running a trial (for export, show, report).
+
+    Nothing is created: a missing SQLite file or study is a :class:`SpecError`.
+    """
     spec = load_spec(spec, storage=storage)
-    session = prepare(spec, mode=mode or _stored_mode(spec))
+    require_existing(spec.storage, where=spec.where)
+    stored_mode = _stored_mode(spec)
+    session = prepare(spec, mode=mode or stored_mode)
     study = open_study(session)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")

@@ -19,6 +19,7 @@ shared measurements need:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -39,7 +40,7 @@ from quantuna.study import attrs
 from quantuna.study.budget import count_spent
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
-from quantuna.study.run import load_results, run_study
+from quantuna.study.run import check_budget, load_results, run_study
 from quantuna.study.sampler import WorkerSampler
 from quantuna.study.storage import heartbeat_settings
 
@@ -128,6 +129,7 @@ def run_worker(
     Returns:
         The study's :class:`~quantuna.results.TuneResult` when this worker stops.
     """
+    check_budget(n_trials, timeout)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     limit = timeout if timeout is not None else (loaded.tuning.exit_policy.timeout or None)
@@ -221,7 +223,7 @@ def run_jobs(
             if now > spent and on_progress is not None:
                 on_progress(study, now - spent)
             spent = max(spent, now)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, or anything else: no worker outlives the parent
         _stop(procs)
         raise
     finally:
@@ -233,21 +235,30 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(procs: list[Any]) -> None:
-    """Ask every worker to stop (SIGINT: its running trial ends, not counted); a second Ctrl-C
-    kills them."""
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGINT)
+STOP_GRACE = 5.0  # seconds the workers get to end their running trial after a Ctrl-C
+
+
+def _stop(procs: list[Any], grace: float = STOP_GRACE) -> None:
+    """Ask every worker to stop (SIGINT: its running trial ends, not counted); a second Ctrl-C,
+    or ``grace`` seconds, kills the ones still running. Returns when none is left."""
+    again: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: again.append(True))
     try:
         for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + grace
+        while any(p.is_alive() for p in procs) and not again and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
         for proc in procs:
             if proc.is_alive():
-                proc.kill()
+                proc.kill()  # its running trial is failed by the heartbeat and retried
         for proc in procs:
-            proc.join()
+            if proc.pid is not None:
+                proc.join()
+        signal.signal(signal.SIGINT, previous)
 
 
 def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[str]]:
