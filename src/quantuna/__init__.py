@@ -30,6 +30,8 @@ _EXPORTS = {
     "QuantunaError": "quantuna.errors",
     "SpecError": "quantuna.errors",
     "TrialError": "quantuna.errors",
+    "StudyObjective": "quantuna.study.objective",
+    "DistinctSampler": "quantuna.study.sampler",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

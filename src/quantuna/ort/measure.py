@@ -27,7 +27,7 @@ import numpy as np
 
 from quantuna._util import file_lock
 from quantuna.data import Dataset
-from quantuna.errors import HopelessTrial, TrialError
+from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
 from quantuna.metrics import Metric, best_reachable
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
@@ -35,6 +35,7 @@ from quantuna.ort.session import open_session, output_chunks
 from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
+OnProgress = Callable[[int, float], bool]  # (samples seen, metric on them) -> stop now?
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
 
 
@@ -58,6 +59,7 @@ class AccuracyTask:
     threads: int = 0
     eval_func: EvalFunc | None = None
     target: float | None = None
+    on_progress: OnProgress | None = None
 
 
 def latency_lock_path() -> Path:
@@ -87,6 +89,24 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
         )
 
 
+def _check_progress(task: AccuracyTask, chunks: list[np.ndarray]) -> None:
+    """Report the metric on the samples seen so far; raise PrunedTrial when the hook says stop."""
+    evaluation = task.evaluation
+    if task.on_progress is None or evaluation.labels is None:
+        return
+    seen = sum(len(c) for c in chunks)
+    if seen >= len(evaluation):
+        return
+    partial = float(task.metric.fn(np.concatenate(chunks), evaluation.labels[:seen]))
+    if task.on_progress(seen, partial):
+        raise PrunedTrial(
+            f"pruned: {task.metric.name} {partial:.4g} on the first {seen} of {len(evaluation)} "
+            "samples (the study's pruner asked to stop)",
+            samples=seen,
+            partial=partial,
+        )
+
+
 def _wrapping(objectives: Sequence[Objective]) -> Callable[[], Any]:
     @contextlib.contextmanager
     def around() -> Iterator[None]:
@@ -111,6 +131,7 @@ def _accuracy(path: Path, task: AccuracyTask, custom: Sequence[Objective]) -> fl
                                around=_wrapping(custom) if custom else None):
         chunks.append(chunk)
         _check_hopeless(task.metric, chunks, task.evaluation, task.target)
+        _check_progress(task, chunks)
     return float(task.metric.fn(np.concatenate(chunks), task.evaluation.labels))
 
 
@@ -159,11 +180,14 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         path: the model to measure.
         objectives: the study's objective instances; each is ``reset()`` first.
         task: the accuracy pass; with ``task.target`` and a metric that is a mean of bounded
-            per-sample scores, the evaluation stops as soon as the target is out of reach.
+            per-sample scores, the evaluation stops as soon as the target is out of reach; with
+            ``task.on_progress``, it is called after each batch but the last with the samples seen
+            and the metric on them, and a true answer stops the evaluation.
         settings: the spec's ``measure`` section.
 
     Raises:
         HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
+        PrunedTrial: ``task.on_progress`` asked to stop (a ``TrialError``).
         TrialError: the model cannot run, or an objective value is not a finite number.
     """
     for obj in objectives:

@@ -39,19 +39,28 @@ class DistinctSampler(BaseSampler):
     has unused configs.
 
     Args:
-        base: the sampler that proposes (TPE, random, NSGA-II, GP...).
-        space: the study's search space (read at each trial, so sensitive-node knobs added after
-            the sampler was made are seen).
+        base: the sampler that proposes (TPE, random, NSGA-II, GP, one of your own...).
+        space: the study's search space, or a function that returns it (read at each trial, so
+            :class:`quantuna.StudyObjective` can pass the space it has after ``prepare``).
         seed: seeds the fallback draw among unused configs.
         attempts: proposals asked of ``base`` before the fallback.
+        prefix: the prefix of quantuna's param names, for a joint search where
+            :func:`quantuna.suggest_config` names them ``<prefix><knob>``; your own params go to
+            ``base`` untouched.
+
+    Example:
+        >>> space = quantuna.search_space("studies/digits.yaml")  # doctest: +SKIP
+        >>> sampler = quantuna.DistinctSampler(optuna.samplers.TPESampler(seed=0), space,
+        ...                                    prefix="quantuna.")  # doctest: +SKIP
     """
 
     def __init__(
-        self, base: BaseSampler, space: SearchSpace, seed: int | None = None,
-        attempts: int = DEFAULT_ATTEMPTS,
+        self, base: BaseSampler, space: SearchSpace | Callable[[], SearchSpace],
+        seed: int | None = None, attempts: int = DEFAULT_ATTEMPTS, prefix: str = "",
     ) -> None:
         self.base = base
-        self._space = space
+        self._space_of = space if callable(space) else (lambda: space)
+        self._prefix = prefix
         self._rng = random.Random(seed)
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
@@ -73,7 +82,8 @@ class DistinctSampler(BaseSampler):
         )
         params: dict[str, Any] = {}
 
-        def choose(name: str, values: Sequence[Any]) -> Any:
+        def choose(knob: str, values: Sequence[Any]) -> Any:
+            name = self._prefix + knob
             value = relative.get(name)
             if value is None or value not in values:
                 dist = CategoricalDistribution(list(values))
@@ -81,7 +91,7 @@ class DistinctSampler(BaseSampler):
             params[name] = value
             return value
 
-        return params, self._space.build(choose).key()
+        return params, self._space_of().build(choose).key()
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
@@ -90,10 +100,10 @@ class DistinctSampler(BaseSampler):
             params, key = self._propose(study, trial)
             if key not in taken:
                 return params
-        unused = [p for p, config in self._space.enumerate() if config.key() not in taken]
+        unused = [p for p, config in self._space_of().enumerate() if config.key() not in taken]
         if not unused:
             return params  # the space is exhausted: the trial repeats a config (and reuses it)
-        return dict(self._rng.choice(unused))
+        return {self._prefix + k: v for k, v in self._rng.choice(unused).items()}
 
     # --- BaseSampler ---------------------------------------------------------------------------
 
