@@ -32,6 +32,11 @@ _EXPORTS = {
     "TrialError": "quantuna.errors",
     "StudyObjective": "quantuna.study.objective",
     "DistinctSampler": "quantuna.study.sampler",
+    "search_space": "quantuna.study.joint",
+    "suggest_config": "quantuna.study.joint",
+    "measure": "quantuna.study.joint",
+    "set_accuracy_constraint": "quantuna.study.joint",
+    "MeasureResult": "quantuna.study.joint",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -52,14 +52,15 @@ def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
         stored = study.user_attrs.get(attrs.BASELINE)
         if stored is not None:
             return stored
-        baseline = _measure_baseline(session)
+        baseline = measure_fp32(session)
         study.set_user_attr(attrs.BASELINE, baseline)
         return baseline
     finally:
         mutex.release()
 
 
-def _measure_baseline(session: Session) -> dict[str, Any]:
+def measure_fp32(session: Session) -> dict[str, Any]:
+    """Measure the session's fp32 model: the baseline record (values, target, host)."""
     logger.info("measuring the fp32 baseline")
     fp32 = QuantConfig()
     path = quantize(session.model, fp32, session.model_path_for(fp32))
