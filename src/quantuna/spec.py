@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantuna.errors import SpecError
+from quantuna.spec_sampler import SamplerChoice, with_sampler_resolved
 
-Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
 Precision = Literal["int8", "fp32"]
 DEFAULT_OBJECTIVES = ["accuracy", "performance", "modelsize"]
@@ -31,7 +31,7 @@ class StudySection(_Strict):
 
     name: str | None = None
     storage: str | None = None
-    sampler: Sampler = "auto"
+    sampler: SamplerChoice = "auto"  # a name or a class of your own (quantuna.spec_sampler)
     seed: int | None = 0
     save_models: bool = False
 
@@ -376,7 +376,7 @@ def load_spec(
         name=name,
         storage=url,
         workdir=root / f"{stem}.quantuna",
-        study=parsed.study,
+        study=with_sampler_resolved(parsed.study, root),
         model=model,
         model_build=build,
         data=data,

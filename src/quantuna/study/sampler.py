@@ -11,14 +11,15 @@ an unused config of the space at random. Only when the space is exhausted does a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
 
-:func:`make_sampler` builds the sampler a spec names, wrapped; :class:`WorkerSampler` seeds each
-worker's copy differently.
+:func:`make_sampler` builds the sampler a spec names (one of Optuna's, or a class of your own:
+:func:`user_sampler`), wrapped; :class:`WorkerSampler` seeds each worker's copy differently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,10 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, trial_id
+from quantuna._util import import_reference
+from quantuna.errors import SpecError
 from quantuna.space import SearchSpace
+from quantuna.spec_sampler import SamplerClass
 
 DEFAULT_ATTEMPTS = 12
 
@@ -145,9 +149,10 @@ class DistinctSampler(BaseSampler):
 
 
 def make_sampler(
-    name: str, seed: int | None, space: SearchSpace | None = None
+    name: str | SamplerClass, seed: int | None, space: SearchSpace | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware).
+    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware);
+    a :class:`~quantuna.spec_sampler.SamplerClass` is your own class (see :func:`user_sampler`).
 
     Given the ``space``, every sampler but ``grid`` is wrapped in a :class:`DistinctSampler`, so
     that no trial repeats a config while the space has unused ones.
@@ -155,6 +160,8 @@ def make_sampler(
     if space is not None and name != "grid":
         base = make_sampler(name, seed)
         return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
+    if isinstance(name, SamplerClass):
+        return user_sampler(name, seed)
     if name in ("auto", "tpe"):
         with experimental_quiet():  # multivariate and group are experimental in Optuna 5
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -166,11 +173,47 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.BruteForceSampler(seed=seed)
 
+
+def user_sampler(choice: SamplerClass, seed: int | None, where: str = "spec") -> BaseSampler:
+    """Your sampler class called with the spec's ``kwargs`` (and ``seed=`` when it takes one and
+    the kwargs give none).
+
+    Raises:
+        SpecError: the class cannot be imported or called, or it is not an Optuna sampler.
+    """
+    factory = import_reference(choice.cls, where=f"{where}: study.sampler")
+    kwargs = dict(choice.kwargs)
+    if "seed" not in kwargs and _takes_seed(factory):
+        kwargs["seed"] = seed
+    try:
+        sampler = factory(**kwargs)
+    except Exception as exc:
+        raise SpecError(
+            f"{where}: study.sampler: {choice.cls}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(sampler, BaseSampler):
+        raise SpecError(
+            f"{where}: study.sampler: {choice.cls} gave a {type(sampler).__name__}, not an "
+            "optuna.samplers.BaseSampler"
+        )
+    return sampler
+
+
+def _takes_seed(factory: Any) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 SAMPLER_MODULES = {"gp": ("torch", "scipy")}  # what Optuna's samplers import on first use
 
 
-def sampler_missing_modules(name: str) -> list[str]:
+def sampler_missing_modules(name: str | SamplerClass) -> list[str]:
     """The modules the named sampler needs that cannot be imported here."""
+    if not isinstance(name, str):
+        return []
     return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
 
 

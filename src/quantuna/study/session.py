@@ -22,7 +22,8 @@ from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_obj
 from quantuna.ort.calibrate import RangeCache
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
-from quantuna.study.sampler import sampler_missing_modules
+from quantuna.spec_sampler import SamplerClass
+from quantuna.study.sampler import sampler_missing_modules, user_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ def _check_study_settings(spec: StudySpec, mode: str) -> None:
     where = spec.where
     if mode not in ("pareto", "weighted"):
         raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    if isinstance(spec.study.sampler, SamplerClass):
+        user_sampler(spec.study.sampler, spec.study.seed, where)  # imports and calls it once, now
     missing = sampler_missing_modules(spec.study.sampler)
     if missing:
         raise SpecError(
