@@ -168,12 +168,12 @@ def test_a_median_pruner_stops_a_trial_during_its_accuracy_pass(tiny_dir: Path) 
     assert study.trials[-1].user_attrs.get("reused_measurement_from") is None
 
 
-def test_quantuna_run_reports_in_weighted_mode_but_never_prunes(tiny_dir: Path) -> None:
+def test_quantuna_run_in_weighted_mode_neither_reports_nor_prunes(tiny_dir: Path) -> None:
     result = quantuna.tune(_weighted(tiny_dir), n_trials=4)
+    assert isinstance(result.study.pruner, optuna.pruners.NopPruner)
     trials = result.study.trials
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    measured = [t for t in trials if t.user_attrs["reused_measurement_from"] is None]
-    assert measured and all(sorted(t.intermediate_values) == [10, 20, 30, 40, 50] for t in measured)
+    assert all(not t.intermediate_values for t in trials)
 
 
 # --- joint search -----------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class MeasureResult:
         feasible: ``constraint <= 0``.
         reused_from: ``"baseline"``, ``"process"`` (measured earlier in this process) or None.
         seconds: seconds per step (calibrate, quantize, evaluate, timing).
+        metric_higher_is_better: the accuracy metric's direction (the constraint's sign).
     """
 
     config: QuantConfig

@@ -5,7 +5,7 @@ already measured (by this worker or another) reuses those values; a trial that c
 accuracy target stops early and is recorded as infeasible; a trial onnxruntime cannot quantize or
 run fails with the reason in its attrs, and the study goes on. In weighted (single-value) mode the
 accuracy pass reports the metric on the samples seen so far with ``trial.report``, so the study's
-pruner may stop the trial (``trial.should_prune``); the reason goes to its ``prune_reason`` attr.
+pruner (if it has one) may stop the trial (``trial.should_prune``); the reason goes to its ``prune_reason`` attr.
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> 
     The intermediate value at step n (evaluation samples seen) is the accuracy on those samples
     as a ratio to fp32's (the weighted score's accuracy term: 1 = fp32, higher is better whatever
     the metric's direction), so pruners compare trials on the study's own (maximised) scale.
-    Multi-objective studies cannot report (Optuna has no intermediate values for them): None.
+    Multi-objective studies cannot report (Optuna has no intermediate values for them), and a
+    study without a pruner (``NopPruner``, as ``quantuna run`` opens its own) has no use for the
+    partial metric each batch would cost: None.
     """
-    if session.mode != "weighted":
+    if session.mode != "weighted" or isinstance(trial.study.pruner, optuna.pruners.NopPruner):
         return None
     higher = session.metric.higher_is_better
 
