@@ -7,14 +7,19 @@
   once per study into its user attrs when a trial is given, once per process otherwise);
 - :func:`set_accuracy_constraint` sets the trial's accuracy constraint (feasible when <= 0).
 
-Example:
-    >>> space = quantuna.search_space("studies/digits.yaml")  # doctest: +SKIP
-    >>> def objective(trial):  # doctest: +SKIP
-    ...     ratio = trial.suggest_categorical("my.prune_ratio", [0.0, 0.3])
+Example (from the repository's root; the examples here run in the tests):
+    >>> import optuna, quantuna
+    >>> space = quantuna.search_space("studies/digits.yaml")
+    >>> def objective(trial):
+    ...     threads = trial.suggest_categorical("my.threads", [1, 2])  # a knob of your own
     ...     config = quantuna.suggest_config(trial, space)
-    ...     result = quantuna.measure(config, prune(ratio), spec="studies/digits.yaml", trial=trial)
+    ...     result = quantuna.measure(config, spec="studies/digits.yaml", trial=trial)
     ...     quantuna.set_accuracy_constraint(trial, result, {"relative": 0.02})
     ...     return result.values
+    >>> study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    >>> study.optimize(objective, n_trials=3)
+    >>> sorted(study.trials[0].user_attrs)[:4]
+    ['config', 'config_key', 'constraint', 'feasible']
 """
 
 from __future__ import annotations
@@ -101,8 +106,8 @@ def search_space(spec: SpecSource, model: str | Path | None = None) -> SearchSpa
         SpecError: the spec, the model or the data is invalid.
 
     Example:
-        >>> space = quantuna.search_space("studies/digits.yaml")  # doctest: +SKIP
-        >>> [name for name, _ in space.knobs()][:3]  # doctest: +SKIP
+        >>> space = quantuna.search_space("studies/digits.yaml")
+        >>> [name for name, _ in space.knobs()][:3]
         ['op.Conv', 'op.Gemm', 'approach']
     """
     return _session(spec, model, None).space
@@ -123,9 +128,16 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
         prefix: keeps quantuna's param names apart from yours.
 
     Example:
-        >>> config = quantuna.suggest_config(trial, space)  # doctest: +SKIP
-        >>> trial.params  # doctest: +SKIP
-        {'my.prune_ratio': 0.3, 'quantuna.op.Conv': 'int8', 'quantuna.op.Gemm': 'int8', ...}
+        >>> trial = optuna.trial.FixedTrial({
+        ...     "quantuna.op.Conv": "fp32", "quantuna.op.Gemm": "int8", "quantuna.approach": "dynamic",
+        ...     "quantuna.first_node_fp32": False, "quantuna.last_node_fp32": False,
+        ...     "quantuna.per_channel": False, "quantuna.reduce_range": False,
+        ...     "quantuna.dynamic_types": "U8S8"})
+        >>> quantuna.suggest_config(trial, "studies/digits.yaml").summary()
+        'dynamic U8S8 [Gemm]'
+        >>> quantuna.suggest_config(optuna.trial.FixedTrial(
+        ...     {"quantuna.op.Conv": "fp32", "quantuna.op.Gemm": "fp32"}), "studies/digits.yaml").is_fp32
+        True
     """
     if not isinstance(space, SearchSpace):
         space = search_space(space)
@@ -155,7 +167,8 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     The spec gives the data, the metric, the objectives, the ``measure`` settings, the accuracy
     criterion and where the range cache lives; ``model`` (default: the spec's) may be a model your
     trial made. Values are relative to the fp32 baseline of the *spec's* model, so the accuracy
-    target does not move with your knobs.
+    target does not move with your knobs. A config measured earlier in this process on the same
+    model file and spec is reused (``reused_from == "process"``).
 
     Args:
         config: from :func:`suggest_config` (or any ``QuantConfig``).
@@ -177,8 +190,12 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
             stopped the trial.
 
     Example:
-        >>> result = quantuna.measure(config, "model.onnx", spec="studies/digits.yaml")  # doctest: +SKIP
-        >>> result.measured["accuracy"], result.feasible  # doctest: +SKIP
+        >>> config = quantuna.search_space("studies/digits.yaml").default_int8()
+        >>> result = quantuna.measure(config, "studies/models/digits_cnn.onnx", spec="studies/digits.yaml")
+        >>> sorted(result.measured), result.feasible
+        (['accuracy', 'modelsize', 'performance'], True)
+        >>> quantuna.measure(config, spec="studies/digits.yaml").reused_from
+        'process'
     """
     baseline = _baseline(spec, metric, trial)
     session = _session(spec, model, metric)
@@ -247,8 +264,12 @@ def set_accuracy_constraint(trial: optuna.Trial, result: MeasureResult,
         The constraint value (also in the trial's ``constraint`` and ``feasible`` user attrs).
 
     Example:
-        >>> quantuna.set_accuracy_constraint(trial, result, {"relative": 0.02})  # doctest: +SKIP
-        -0.0083
+        >>> config = quantuna.search_space("studies/digits.yaml").default_int8()
+        >>> result = quantuna.measure(config, spec="studies/digits.yaml")
+        >>> trial = optuna.create_study(directions=["maximize"] * 3).ask()
+        >>> constraint = quantuna.set_accuracy_constraint(trial, result, {"absolute": 0.5})
+        >>> constraint <= 0, trial.user_attrs["feasible"]
+        (True, True)
     """
     higher = result.metric_higher_is_better
     constraint = result.constraint

@@ -53,12 +53,16 @@ class StudyObjective:
     Raises:
         SpecError: the spec, the model or the data is invalid (checked here, before any trial).
 
-    Example:
-        >>> objective = quantuna.StudyObjective("studies/digits.yaml")  # doctest: +SKIP
-        >>> study = optuna.create_study(directions=objective.directions)  # doctest: +SKIP
-        >>> objective.prepare(study)  # doctest: +SKIP
-        >>> study.optimize(objective, n_trials=20)  # doctest: +SKIP
-        >>> quantuna.load_results(study).best().config  # doctest: +SKIP
+    Example (from the repository's root; it runs in the tests):
+        >>> import optuna, quantuna
+        >>> objective = quantuna.StudyObjective("studies/digits.yaml")
+        >>> objective.directions
+        ['maximize', 'minimize', 'minimize']
+        >>> study = optuna.create_study(directions=objective.directions)
+        >>> objective.prepare(study)
+        >>> study.optimize(objective, n_trials=4)
+        >>> quantuna.load_results(study).best().feasible
+        True
     """
 
     def __init__(
@@ -143,7 +147,8 @@ class StudyObjective:
             known = self._studies.get(id(study))
             if known is not None:
                 return known
-            record_setup(study, self.session)
+            record_setup(study, self.session, fix="create the study with directions=objective.directions "
+                         "(and a mode and objectives of the spec's), or use another study")
             baseline = ensure_baseline(study, self.session)
             session = ensure_sensitivity(study, self.session)
             if warm_start:

@@ -58,13 +58,14 @@ def open_study(session: Session, *, sampler_seed: int | None = None,
             f"{spec.where}: study {spec.name!r} exists in the storage with other directions "
             f"({exc}); give this run another study.name or --storage"
         ) from None
-    record_setup(study, session)
+    record_setup(study, session, fix="give this run another study.name or --storage")
     return study
 
 
-def record_setup(study: optuna.Study, session: Session) -> None:
+def record_setup(study: optuna.Study, session: Session, *, fix: str) -> None:
     """Store how quantuna measures the study (mode, objectives, metric names, the spec's path) on
-    its first use; on a later one, check that the session measures it the same way.
+    its first use; on a later one, check that the session measures it the same way (an error
+    ends with ``fix``, what the caller can do about it).
 
     Raises:
         SpecError: the study's directions or stored setup differ from the session's.
@@ -75,7 +76,7 @@ def record_setup(study: optuna.Study, session: Session) -> None:
         raise SpecError(
             f"{spec.where}: study {study.study_name!r} has directions {directions}, the spec's "
             f"{session.mode} mode with objectives {session.objective_names} needs "
-            f"{session.directions}; create the study with directions=objective.directions"
+            f"{session.directions}; {fix}"
         )
     setup = {"mode": session.mode, "objectives": session.objective_names}
     stored = study.user_attrs.get(attrs.SETUP)
@@ -86,7 +87,7 @@ def record_setup(study: optuna.Study, session: Session) -> None:
     elif {k: stored.get(k) for k in setup} != setup:
         raise SpecError(
             f"{spec.where}: study {study.study_name!r} was created with {stored}, this run asks "
-            f"for {setup}; give this run another study.name or --storage"
+            f"for {setup}; {fix}"
         )
     if spec.path is not None and attrs.SPEC_PATH not in study.user_attrs:
         study.set_user_attr(attrs.SPEC_PATH, str(spec.path))
@@ -210,7 +211,7 @@ def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | 
             )
     loaded = load_spec(spec)
     session = prepare(loaded, mode=mode or (study.user_attrs.get(attrs.SETUP) or {}).get("mode"))
-    record_setup(study, session)
+    record_setup(study, session, fix="pass the spec the study was made with")
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{loaded.where}: study {study.study_name!r} has no quantuna trial yet")
     return collect_results(study, session)

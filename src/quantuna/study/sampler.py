@@ -52,10 +52,17 @@ class DistinctSampler(BaseSampler):
             :func:`quantuna.suggest_config` names them ``<prefix><knob>``; your own params go to
             ``base`` untouched.
 
-    Example:
-        >>> space = quantuna.search_space("studies/digits.yaml")  # doctest: +SKIP
+    Example (a joint search that never repeats a quantization config; it runs in the tests):
+        >>> import optuna, quantuna
+        >>> space = quantuna.search_space("studies/digits.yaml")
         >>> sampler = quantuna.DistinctSampler(optuna.samplers.TPESampler(seed=0), space,
-        ...                                    prefix="quantuna.")  # doctest: +SKIP
+        ...                                    prefix="quantuna.")
+        >>> study = optuna.create_study(sampler=sampler)
+        >>> for _ in range(5):
+        ...     trial = study.ask()
+        ...     told = study.tell(trial, len(quantuna.suggest_config(trial, space).op_types))
+        >>> len({t.user_attrs["config_key"] for t in study.trials})
+        5
     """
 
     def __init__(
