@@ -193,7 +193,8 @@ def user_sampler(choice: SamplerClass, seed: int | None, where: str = "spec") ->
     if "seed" not in kwargs and _takes_seed(factory):
         kwargs["seed"] = seed
     try:
-        sampler = factory(**kwargs)
+        with experimental_quiet():  # the spec chose its sampler, experimental or not
+            sampler = factory(**kwargs)
     except Exception as exc:
         raise SpecError(
             f"{where}: study.sampler: {choice.cls}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
