@@ -218,6 +218,15 @@ def test_measure_outside_a_trial_reuses_the_baseline_and_earlier_measurements(ti
     assert quantuna.measure(quantuna.QuantConfig(), spec=tiny_spec_path).reused_from == "baseline"
 
 
+def test_measure_takes_the_users_data_for_the_baseline_and_the_trial(tiny_dir: Path, tiny_spec_path: Path) -> None:
+    data = np.load(tiny_dir / "eval.npz")
+    wrong = [({"x": data["x"][:30]}, (data["y"][:30] + 1) % 3)]  # never fp32's prediction
+    result = quantuna.measure(quantuna.QuantConfig(), spec=tiny_spec_path, evaluation=wrong)
+    assert result.reused_from == "baseline" and result.baseline["values"]["accuracy"] == 0.0
+    right = [({"x": data["x"][:30]}, data["y"][:30])]
+    assert quantuna.measure(quantuna.QuantConfig(), spec=tiny_spec_path, evaluation=right).measured["accuracy"] == 1.0
+
+
 def test_joint_search_of_the_users_knob_and_quantunas(tiny_dir: Path, tiny_spec_path: Path) -> None:
     space = quantuna.search_space(tiny_spec_path)
 

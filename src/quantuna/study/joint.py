@@ -11,21 +11,24 @@ Example (from the repository's root; the examples here run in the tests):
     >>> import optuna, quantuna
     >>> space = quantuna.search_space("studies/digits.yaml")
     >>> def objective(trial):
-    ...     threads = trial.suggest_categorical("my.threads", [1, 2])  # a knob of your own
+    ...     trial.suggest_categorical("my.threads", [1, 2])  # a knob of your own
     ...     config = quantuna.suggest_config(trial, space)
     ...     result = quantuna.measure(config, spec="studies/digits.yaml", trial=trial)
     ...     quantuna.set_accuracy_constraint(trial, result, {"relative": 0.02})
     ...     return result.values
     >>> study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     >>> study.optimize(objective, n_trials=3)
-    >>> sorted(study.trials[0].user_attrs)[:4]
-    ['config', 'config_key', 'constraint', 'feasible']
+    >>> sorted(study.trials[0].params)[0]  # your knob beside quantuna.op.Conv, quantuna.approach...
+    'my.threads'
+    >>> {"config", "values", "constraint", "feasible"} <= set(study.trials[0].user_attrs)
+    True
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,9 +46,9 @@ from quantuna.study.session import Session, prepare
 from quantuna.study.trial import measure_config, pruner_hook, set_constraint, stop_hopeless
 
 SpecSource = str | Path | dict[str, Any] | StudySpec
-_SESSIONS: OrderedDict[tuple[Any, ...], Session] = OrderedDict()
-_BASELINES: dict[str, dict[str, Any]] = {}
-_MEASURED: dict[tuple[str, str, str], dict[str, float]] = {}
+_SESSIONS: OrderedDict[tuple[Any, ...], tuple[Any, Session]] = OrderedDict()
+_BASELINES: dict[tuple[Any, ...], tuple[_Inputs, dict[str, Any]]] = {}
+_MEASURED: dict[tuple[Any, ...], tuple[_Inputs, dict[str, float]]] = {}
 _LOCK = threading.RLock()
 _KEEP = 8  # sessions kept per process (each holds its data sets)
 
@@ -80,20 +83,37 @@ class MeasureResult:
     metric_higher_is_better: bool = True
 
 
-def _session(spec: SpecSource, model: str | Path | None, metric: str | None) -> Session:
+@dataclass(frozen=True)
+class _Inputs:
+    """What :func:`measure` may give instead of the spec's: metric, data, evaluation function."""
+
+    metric: str | None = None
+    calibration: Any = None
+    evaluation: Any = None
+    eval_func: Any = None
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.metric, id(self.calibration), id(self.evaluation), id(self.eval_func))
+
+
+def _session(spec: SpecSource, model: str | Path | None, given: _Inputs) -> Session:
     loaded = load_spec(spec)
-    if metric is not None:
-        loaded = replace(loaded, accuracy=loaded.accuracy.model_copy(update={"metric": metric}))
+    if given.metric is not None:
+        loaded = replace(loaded, accuracy=loaded.accuracy.model_copy(update={"metric": given.metric}))
     if model is not None:
         loaded = replace(loaded, model=Path(model).resolve(), model_build=None)
     stat = loaded.model.stat() if loaded.model.is_file() else None
-    key = (repr(loaded), None if stat is None else (stat.st_mtime_ns, stat.st_size))
+    key = (repr(loaded), None if stat is None else (stat.st_mtime_ns, stat.st_size), given.key())
     with _LOCK:
         if key in _SESSIONS:
             _SESSIONS.move_to_end(key)
-            return _SESSIONS[key]
-        session = prepare(loaded)
-        _SESSIONS[key] = session
+            return _SESSIONS[key][1]
+        session = prepare(
+            loaded, eval_func=given.eval_func,
+            calibration=None if given.calibration is None else list(given.calibration),
+            evaluation=None if given.evaluation is None else list(given.evaluation),
+        )
+        _SESSIONS[key] = (given, session)  # holding `given` keeps the ids in the key unique
         while len(_SESSIONS) > _KEEP:
             _SESSIONS.popitem(last=False)
         return session
@@ -110,7 +130,7 @@ def search_space(spec: SpecSource, model: str | Path | None = None) -> SearchSpa
         >>> [name for name, _ in space.knobs()][:3]
         ['op.Conv', 'op.Gemm', 'approach']
     """
-    return _session(spec, model, None).space
+    return _session(spec, model, _Inputs()).space
 
 
 def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
@@ -148,20 +168,21 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
     return config
 
 
-def _baseline(spec: SpecSource, metric: str | None, trial: optuna.Trial | None) -> dict[str, Any]:
+def _baseline(reference: Session, given: _Inputs, trial: optuna.Trial | None) -> dict[str, Any]:
     """The spec model's fp32 baseline: in the study's user attrs with a trial, else this process's."""
-    reference = _session(spec, None, metric)
     if trial is not None:
         return ensure_baseline(trial.study, reference)
-    key = repr(reference.spec)
+    key = (repr(reference.spec), given.key())
     with _LOCK:
         if key not in _BASELINES:
-            _BASELINES[key] = measure_fp32(reference)
-        return _BASELINES[key]
+            _BASELINES[key] = (given, measure_fp32(reference))  # `given` keeps the key's ids unique
+        return _BASELINES[key][1]
 
 
 def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecSource,
-            trial: optuna.Trial | None = None, metric: str | None = None) -> MeasureResult:
+            trial: optuna.Trial | None = None, metric: str | None = None,
+            calibration: Iterable[Any] | None = None, evaluation: Iterable[Any] | None = None,
+            eval_func: Callable[[Any], float] | None = None) -> MeasureResult:
     """Quantize and measure one config with quantuna's engine.
 
     The spec gives the data, the metric, the objectives, the ``measure`` settings, the accuracy
@@ -179,7 +200,12 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
             ``seconds``...); a trial that cannot reach the accuracy target stops early (pruned
             with its ``stop_reason``) and, in weighted mode, the study's pruner hears the
             accuracy pass.
-        metric: replaces the spec's ``accuracy.metric``.
+        metric: replaces the spec's ``accuracy.metric`` (a name or ``pkg.mod:fn``).
+        calibration: batches ``{input: array}`` replacing the spec's calibration data.
+        evaluation: ``({input: array}, labels)`` batches replacing the spec's evaluation data.
+        eval_func: ``eval_func(onnx.ModelProto) -> float`` replacing the metric pass.
+
+    The baseline is measured once per study: give every trial of a study the same data.
 
     Returns:
         A :class:`MeasureResult`; return its ``values`` from your objective.
@@ -197,21 +223,23 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
         >>> quantuna.measure(config, spec="studies/digits.yaml").reused_from
         'process'
     """
-    baseline = _baseline(spec, metric, trial)
-    session = _session(spec, model, metric)
+    given = _Inputs(metric, calibration, evaluation, eval_func)
+    reference = _session(spec, None, given)
+    baseline = _baseline(reference, given, trial)
+    session = _session(spec, model, given)
     base = baseline["values"]
-    same_model = session.model.sha256 == _session(spec, None, metric).model.sha256
+    same_model = session.model.sha256 == reference.model.sha256
     seconds: dict[str, float] = {}
     reused: str | None = None
-    memo = (session.model.sha256, repr(session.spec), config.key())
+    memo = (session.model.sha256, repr(session.spec), given.key(), config.key())
     if config.is_fp32 and same_model:
         values, reused = dict(base), "baseline"
     elif memo in _MEASURED:
-        values, reused = dict(_MEASURED[memo]), "process"
+        values, reused = dict(_MEASURED[memo][1]), "process"
     else:
         values = _measure_now(session, config, seconds, trial, baseline)
         with _LOCK:
-            _MEASURED[memo] = dict(values)
+            _MEASURED[memo] = (given, dict(values))  # `given` keeps the key's ids unique
     return _result(session, config, values, baseline, reused, seconds, trial)
 
 

@@ -72,7 +72,10 @@ def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> 
     study without a pruner (``NopPruner``, as ``quantuna run`` opens its own) has no use for the
     partial metric each batch would cost: None.
     """
-    if session.mode != "weighted" or isinstance(trial.study.pruner, optuna.pruners.NopPruner):
+    study = trial.study
+    if session.mode != "weighted" or len(study.directions) != 1:
+        return None
+    if isinstance(study.pruner, optuna.pruners.NopPruner):
         return None
     higher = session.metric.higher_is_better
 
