@@ -63,6 +63,8 @@ def test_the_objective_runs_a_user_made_study_like_quantuna_run(
     best = result.best()
     document = quantuna.export_trial(result, trial=best.number)
     assert document["config"] == best.config.to_dict()
+    assert document["provenance"]["study"] == "mine"  # the user's study, not the spec's
+    assert document["provenance"]["storage"] == f"sqlite:///{tiny_dir / 'mine.db'}"
     assert result.session is not None
     model = quantuna.apply(best.config, tiny_dir / "tiny.onnx", calibration=result.session.calibration)
     assert isinstance(model, onnx.ModelProto)

@@ -24,7 +24,7 @@ from quantuna.results import TuneResult, collect_results
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study.baseline import ensure_baseline
-from quantuna.study.run import record_setup
+from quantuna.study.run import as_the_users_study, record_setup
 from quantuna.study.sampler import DistinctSampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
@@ -128,7 +128,7 @@ class StudyObjective:
     def results(self, study: optuna.Study) -> TuneResult:
         """The study's results (pick, export, apply), read with this objective's session."""
         _, session, _ = self._prepared(study, warm_start=False)
-        return collect_results(study, session)
+        return collect_results(study, as_the_users_study(session, study))
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float] | float:
         """One quantuna trial; its Optuna values (pareto: one per objective; weighted: the score)."""

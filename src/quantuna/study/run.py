@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from quantuna._compat import experimental_quiet
+from quantuna._compat import experimental_quiet, storage_url, study_storage
 from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec, redact_url
@@ -214,7 +215,14 @@ def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | 
     record_setup(study, session, fix="pass the spec the study was made with")
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{loaded.where}: study {study.study_name!r} has no quantuna trial yet")
-    return collect_results(study, session)
+    return collect_results(study, as_the_users_study(session, study))
+
+
+def as_the_users_study(session: Session, study: optuna.Study) -> Session:
+    """The session with the name and storage of a study the user made (the summary and the
+    export's provenance name it, not the spec's own study)."""
+    url = storage_url(study) or f"{type(study_storage(study)).__name__.lstrip('_')} (not a URL)"
+    return replace(session, spec=replace(session.spec, name=study.study_name, storage=url))
 
 
 def _stored_mode(spec: StudySpec) -> str | None:
