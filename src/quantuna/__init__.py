@@ -5,6 +5,10 @@ The public API is re-exported here and imported lazily, so ``import quantuna`` s
 >>> import quantuna
 >>> result = quantuna.tune("studies/digits.yaml", n_trials=40)  # doctest: +SKIP
 >>> result.best().config.to_yaml()  # doctest: +SKIP
+
+From your own Optuna code: :class:`StudyObjective` (an objective for ``study.optimize``), and
+:func:`search_space`, :func:`suggest_config`, :func:`measure`, :func:`set_accuracy_constraint`
+(quantuna's knobs and engine inside your own objective); see the README.
 """
 
 from __future__ import annotations
