@@ -181,14 +181,14 @@ def test_quantuna_run_in_weighted_mode_neither_reports_nor_prunes(tiny_dir: Path
 # --- joint search -----------------------------------------------------------------------------
 
 
-def _prune(tiny_dir: Path, ratio: float) -> Path:
+def _prune(tiny_dir: Path, ratio: float, name: str = "") -> Path:
     model = onnx.load(str(tiny_dir / "tiny.onnx"))
     for init in model.graph.initializer:
         w = numpy_helper.to_array(init)
         if w.ndim > 1:
             w = np.where(np.abs(w) < np.quantile(np.abs(w), ratio), 0, w).astype(w.dtype)
             init.CopyFrom(numpy_helper.from_array(w, init.name))
-    path = tiny_dir / f"pruned-{ratio}.onnx"
+    path = tiny_dir / f"pruned-{ratio}{name}.onnx"
     onnx.save(model, str(path))
     return path
 
@@ -254,6 +254,26 @@ def test_joint_search_of_the_users_knob_and_quantunas(tiny_dir: Path, tiny_spec_
         assert t.constraints["accuracy"] == pytest.approx(target - t.user_attrs["values"]["accuracy"])
         assert t.user_attrs["feasible"] == (t.constraints["accuracy"] <= 0)
         assert t.values == [t.user_attrs["values"][n] for n in ("accuracy", "performance", "modelsize")]
+
+
+def test_joint_search_with_threads_keeps_each_trials_measurement_its_own(tiny_dir: Path, tiny_spec_path: Path) -> None:
+    space = quantuna.search_space(tiny_spec_path)
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        config = quantuna.suggest_config(trial, space)
+        model = _prune(tiny_dir, trial.suggest_categorical("my.r", [0.1, 0.6]), f"-{trial.number}")
+        result = quantuna.measure(config, model, spec=tiny_spec_path, trial=trial)
+        quantuna.set_accuracy_constraint(trial, result)
+        return result.values
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=2))
+    study.optimize(objective, n_trials=8, n_jobs=2)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) + len(study.get_trials(states=(optuna.trial.TrialState.PRUNED,))) == 8
+    for t in complete:
+        assert t.values == [t.user_attrs["values"][n] for n in ("accuracy", "performance", "modelsize")]
+        assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0 and t.values[2] > 0
 
 
 # --- samplers of the user's own --------------------------------------------------------------

@@ -26,7 +26,9 @@ Example (from the repository's root; the examples here run in the tests):
 
 from __future__ import annotations
 
+import copy
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -122,6 +124,9 @@ def _session(spec: SpecSource, model: str | Path | None, given: _Inputs) -> Sess
 def search_space(spec: SpecSource, model: str | Path | None = None) -> SearchSpace:
     """The spec's search space (of ``model`` when given: its op types decide the knobs).
 
+    The sensitive-node knobs (``space.exclude_sensitive_nodes``) need a study's ranking: they are
+    not here; ``StudyObjective(spec).space`` has them once its ``prepare(study)`` ran.
+
     Raises:
         SpecError: the spec, the model or the data is invalid.
 
@@ -168,14 +173,20 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
     return config
 
 
+def _own(session: Session) -> Session:
+    """The session with objective instances of its own: they collect results while a model is
+    measured, so two threads (``n_jobs``) must never share them."""
+    return replace(session, objectives=[copy.deepcopy(o) for o in session.objectives])
+
+
 def _baseline(reference: Session, given: _Inputs, trial: optuna.Trial | None) -> dict[str, Any]:
     """The spec model's fp32 baseline: in the study's user attrs with a trial, else this process's."""
     if trial is not None:
-        return ensure_baseline(trial.study, reference)
+        return ensure_baseline(trial.study, _own(reference))
     key = (repr(reference.spec), given.key())
     with _LOCK:
         if key not in _BASELINES:
-            _BASELINES[key] = (given, measure_fp32(reference))  # `given` keeps the key's ids unique
+            _BASELINES[key] = (given, measure_fp32(_own(reference)))  # `given` keeps the key's ids unique
         return _BASELINES[key][1]
 
 
@@ -237,7 +248,7 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     elif memo in _MEASURED:
         values, reused = dict(_MEASURED[memo][1]), "process"
     else:
-        values = _measure_now(session, config, seconds, trial, baseline)
+        values = _measure_now(_own(session), config, seconds, trial, baseline)
         with _LOCK:
             _MEASURED[memo] = (given, dict(values))  # `given` keeps the key's ids unique
     return _result(session, config, values, baseline, reused, seconds, trial)
@@ -245,12 +256,14 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
 
 def _measure_now(session: Session, config: QuantConfig, seconds: dict[str, float],
                  trial: optuna.Trial | None, baseline: dict[str, Any]) -> dict[str, float]:
+    # one file per measurement: your trials may quantize one config of several models at once
+    out = session.spec.workdir / "models" / f"{config.key()}-{uuid.uuid4().hex[:12]}.onnx"
     if trial is None:
-        return measure_config(session, config, seconds, lambda key, value: None, None)
+        return measure_config(session, config, seconds, lambda key, value: None, None, out=out)
     target = baseline["accuracy_target"]
     hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
-        return measure_config(session, config, seconds, trial.set_user_attr, target, hook)
+        return measure_config(session, config, seconds, trial.set_user_attr, target, hook, out=out)
     except HopelessTrial as exc:
         violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
         stop_hopeless(trial, str(exc), violation, seconds, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
@@ -160,11 +161,12 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
 
 def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
                    record: Record, target: float | None,
-                   on_progress: OnProgress | None = None) -> dict[str, float]:
+                   on_progress: OnProgress | None = None, out: Path | None = None) -> dict[str, float]:
     """Calibrate (cached), quantize and measure one config; its objective values.
 
     ``record(key, value)`` keeps the side facts (``trial.set_user_attr`` in a trial); with
-    ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass.
+    ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass; ``out``
+    is where the quantized model goes (default: ``session.model_path_for(config)``).
     """
     ranges = None
     if config.approach == "static":
@@ -176,7 +178,7 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
         seconds["calibrate"] = got.seconds
         record(attrs.CALIBRATION_REUSED, got.reused)
     start = time.perf_counter()
-    path = quantize(session.model, config, session.model_path_for(config), ranges=ranges)
+    path = quantize(session.model, config, out or session.model_path_for(config), ranges=ranges)
     seconds["quantize"] = time.perf_counter() - start
     record(attrs.MODEL_SHA256, sha256_file(path))
     record(attrs.MODEL_BYTES, path.stat().st_size)
