@@ -26,7 +26,6 @@ Example (from the repository's root; the examples here run in the tests):
 
 from __future__ import annotations
 
-import copy
 import threading
 import uuid
 from collections import OrderedDict
@@ -45,7 +44,13 @@ from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.baseline import ensure_baseline, measure_fp32
 from quantuna.study.session import Session, prepare
-from quantuna.study.trial import measure_config, pruner_hook, set_constraint, stop_hopeless
+from quantuna.study.trial import (
+    measure_config,
+    pruner_hook,
+    set_constraint,
+    stop_hopeless,
+    with_own_objectives,
+)
 
 SpecSource = str | Path | dict[str, Any] | StudySpec
 _SESSIONS: OrderedDict[tuple[Any, ...], tuple[Any, Session]] = OrderedDict()
@@ -173,20 +178,14 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
     return config
 
 
-def _own(session: Session) -> Session:
-    """The session with objective instances of its own: they collect results while a model is
-    measured, so two threads (``n_jobs``) must never share them."""
-    return replace(session, objectives=[copy.deepcopy(o) for o in session.objectives])
-
-
 def _baseline(reference: Session, given: _Inputs, trial: optuna.Trial | None) -> dict[str, Any]:
     """The spec model's fp32 baseline: in the study's user attrs with a trial, else this process's."""
     if trial is not None:
-        return ensure_baseline(trial.study, _own(reference))
+        return ensure_baseline(trial.study, with_own_objectives(reference))
     key = (repr(reference.spec), given.key())
     with _LOCK:
         if key not in _BASELINES:
-            _BASELINES[key] = (given, measure_fp32(_own(reference)))  # `given` keeps the key's ids unique
+            _BASELINES[key] = (given, measure_fp32(with_own_objectives(reference)))  # `given` keeps the key's ids unique
         return _BASELINES[key][1]
 
 
@@ -248,7 +247,7 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     elif memo in _MEASURED:
         values, reused = dict(_MEASURED[memo][1]), "process"
     else:
-        values = _measure_now(_own(session), config, seconds, trial, baseline)
+        values = _measure_now(with_own_objectives(session), config, seconds, trial, baseline)
         with _LOCK:
             _MEASURED[memo] = (given, dict(values))  # `given` keeps the key's ids unique
     return _result(session, config, values, baseline, reused, seconds, trial)

@@ -9,28 +9,29 @@ Several processes on one storage share the baseline and the measurements as with
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from quantuna.errors import TrialError
+from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec
+from quantuna.study import attrs
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.run import as_the_users_study, record_setup
 from quantuna.study.sampler import DistinctSampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
-from quantuna.study.trial import Objective, make_objective
+from quantuna.study.trial import Objective, make_objective, with_own_objectives
 
 logger = logging.getLogger(__name__)
+_FIX = ("create the study with directions=objective.directions (and the spec's mode and "
+        "objectives), or use another study")
 
 
 class StudyObjective:
@@ -126,9 +127,15 @@ class StudyObjective:
         return DistinctSampler(base, lambda: self.space, seed)
 
     def results(self, study: optuna.Study) -> TuneResult:
-        """The study's results (pick, export, apply), read with this objective's session."""
-        _, session, _ = self._prepared(study, warm_start=False)
-        return collect_results(study, as_the_users_study(session, study))
+        """The study's results (pick, export, apply), read with this objective's session.
+
+        Raises:
+            SpecError: the study was made another way, or has no quantuna trial yet.
+        """
+        record_setup(study, self.session, fix=_FIX)
+        if attrs.BASELINE not in study.user_attrs:
+            raise SpecError(f"{self.spec.where}: study {study.study_name!r} has no quantuna trial yet")
+        return collect_results(study, as_the_users_study(self.session, study))
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float] | float:
         """One quantuna trial; its Optuna values (pareto: one per objective; weighted: the score)."""
@@ -147,8 +154,7 @@ class StudyObjective:
             known = self._studies.get(id(study))
             if known is not None:
                 return known
-            record_setup(study, self.session, fix="create the study with directions=objective.directions "
-                         "(and a mode and objectives of the spec's), or use another study")
+            record_setup(study, self.session, fix=_FIX)
             baseline = ensure_baseline(study, self.session)
             session = ensure_sensitivity(study, self.session)
             if warm_start:
@@ -162,7 +168,6 @@ class StudyObjective:
         made: dict[int, Objective] = self._local.__dict__.setdefault("made", {})
         if id(study) not in made:
             _, session, baseline = self._prepared(study, warm_start=False)
-            own = replace(session, objectives=[copy.deepcopy(o) for o in session.objectives])
-            made[id(study)] = make_objective(study, own, baseline)
+            made[id(study)] = make_objective(study, with_own_objectives(session), baseline)
         return made[id(study)]
 

@@ -10,8 +10,11 @@ pruner (if it has one) may stop the trial (``trial.should_prune``); the reason g
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,6 +33,7 @@ from quantuna.study.baseline import measure_model
 from quantuna.study.mutex import claim_measurement
 from quantuna.study.session import Session
 
+logger = logging.getLogger(__name__)
 Objective = Callable[[optuna.Trial], "Sequence[float] | float"]
 Record = Callable[[str, Any], None]  # trial.set_user_attr, or a no-op outside a trial
 
@@ -85,6 +89,17 @@ def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> 
         return trial.should_prune()
 
     return on_progress
+
+
+def with_own_objectives(session: Session) -> Session:
+    """The session with copies of its objective instances, which collect results while a model
+    is measured: two threads (``n_jobs``) must never share them. Instances that cannot be copied
+    stay shared (with a debug log): measure such objectives from one thread."""
+    try:
+        return replace(session, objectives=[copy.deepcopy(o) for o in session.objectives])
+    except Exception as exc:  # noqa: BLE001  (a user's objective may hold anything)
+        logger.debug("objective instances not copied (%s: %s); they are shared", type(exc).__name__, exc)
+        return session
 
 
 def _ratio(value: float, base: float | None) -> float | None:
