@@ -79,6 +79,10 @@ def test_without_prepare_the_first_trial_measures_the_baseline(tiny_spec_path: P
     assert all("values" in t.user_attrs for t in study.trials)
     result = objective.results(study)  # an in-memory study: the objective reads it back
     assert len(result.trials) == 3
+    objective.write_note(study)  # what optuna-dashboard shows on the study's page
+    from optuna_dashboard import get_note
+
+    assert "Feasible Pareto set" in get_note(study) and "fp32 baseline" in get_note(study)
 
 
 def test_a_study_with_other_directions_is_one_clear_error(tiny_spec_path: Path) -> None:

@@ -22,6 +22,7 @@ from quantuna.results import TuneResult, collect_results
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
+from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.run import as_the_users_study, record_setup
 from quantuna.study.sampler import DistinctSampler
@@ -136,6 +137,12 @@ class StudyObjective:
         if attrs.BASELINE not in study.user_attrs:
             raise SpecError(f"{self.spec.where}: study {study.study_name!r} has no quantuna trial yet")
         return collect_results(study, as_the_users_study(self.session, study))
+
+    def write_note(self, study: optuna.Study) -> None:
+        """Save the study's summary as its optuna-dashboard note (baseline, target, the feasible
+        Pareto set, the pick), as ``quantuna run`` does at the end of a run; skipped when
+        optuna-dashboard is not installed. Call it after ``study.optimize``, or from a callback."""
+        write_study_note(self.results(study))
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float] | float:
         """One quantuna trial; its Optuna values (pareto: one per objective; weighted: the score)."""
