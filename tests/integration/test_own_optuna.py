@@ -174,6 +174,21 @@ def test_a_median_pruner_stops_a_trial_during_its_accuracy_pass(tiny_dir: Path) 
     assert study.trials[-1].user_attrs.get("reused_measurement_from") is None
 
 
+def test_a_hyperband_pruner_works_on_the_reported_steps(tiny_dir: Path) -> None:
+    objective = quantuna.StudyObjective(_weighted(tiny_dir))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=10, reduction_factor=2))
+    objective.prepare(study)
+    study.optimize(objective, n_trials=8)
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
+        assert "prune_reason" in t.user_attrs or "stop_reason" in t.user_attrs
+    measured = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                if t.user_attrs["reused_measurement_from"] is None]
+    assert measured and all(sorted(t.intermediate_values) == [10, 20, 30, 40, 50] for t in measured)
+
+
 def test_quantuna_run_in_weighted_mode_neither_reports_nor_prunes(tiny_dir: Path) -> None:
     result = quantuna.tune(_weighted(tiny_dir), n_trials=4)
     assert isinstance(result.study.pruner, optuna.pruners.NopPruner)
