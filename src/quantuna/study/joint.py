@@ -54,8 +54,10 @@ from quantuna.study.trial import (
 
 SpecSource = str | Path | dict[str, Any] | StudySpec
 _SESSIONS: OrderedDict[tuple[Any, ...], tuple[Any, Session]] = OrderedDict()
-_BASELINES: dict[tuple[Any, ...], tuple[_Inputs, dict[str, Any]]] = {}
-_MEASURED: dict[tuple[Any, ...], tuple[_Inputs, dict[str, float]]] = {}
+# keyed by content (model and data sha256s, the spec) and the eval_func, which the value holds so
+# that its id stays unique
+_BASELINES: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+_MEASURED: dict[tuple[Any, ...], tuple[Any, dict[str, float]]] = {}
 _LOCK = threading.RLock()
 _KEEP = 8  # sessions kept per process (each holds its data sets)
 
@@ -178,14 +180,20 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
     return config
 
 
-def _baseline(reference: Session, given: _Inputs, trial: optuna.Trial | None) -> dict[str, Any]:
+def _content_key(session: Session) -> tuple[Any, ...]:
+    """What a measurement depends on: the model, the spec, the data (by sha256), the eval_func."""
+    return (session.model.sha256, repr(session.spec), session.calibration.sha256,
+            session.evaluation.sha256, id(session.eval_func))
+
+
+def _baseline(reference: Session, trial: optuna.Trial | None) -> dict[str, Any]:
     """The spec model's fp32 baseline: in the study's user attrs with a trial, else this process's."""
     if trial is not None:
         return ensure_baseline(trial.study, with_own_objectives(reference))
-    key = (repr(reference.spec), given.key())
+    key = _content_key(reference)
     with _LOCK:
         if key not in _BASELINES:
-            _BASELINES[key] = (given, measure_fp32(with_own_objectives(reference)))  # `given` keeps the key's ids unique
+            _BASELINES[key] = (reference.eval_func, measure_fp32(with_own_objectives(reference)))
         return _BASELINES[key][1]
 
 
@@ -235,13 +243,13 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     """
     given = _Inputs(metric, calibration, evaluation, eval_func)
     reference = _session(spec, None, given)
-    baseline = _baseline(reference, given, trial)
+    baseline = _baseline(reference, trial)
     session = _session(spec, model, given)
     base = baseline["values"]
     same_model = session.model.sha256 == reference.model.sha256
     seconds: dict[str, float] = {}
     reused: str | None = None
-    memo = (session.model.sha256, repr(session.spec), given.key(), config.key())
+    memo = (*_content_key(session), config.key())
     if config.is_fp32 and same_model:
         values, reused = dict(base), "baseline"
     elif memo in _MEASURED:
@@ -249,7 +257,7 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     else:
         values = _measure_now(with_own_objectives(session), config, seconds, trial, baseline)
         with _LOCK:
-            _MEASURED[memo] = (given, dict(values))  # `given` keeps the key's ids unique
+            _MEASURED[memo] = (session.eval_func, dict(values))
     return _result(session, config, values, baseline, reused, seconds, trial)
 
 
