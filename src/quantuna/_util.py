@@ -23,7 +23,7 @@ import yaml
 
 from quantuna.errors import QuantunaError, SpecError
 
-MAX_QUOTED = 200  # characters of a value quoted in an error message
+MAX_QUOTED = 120  # characters of a value quoted in an error message
 MAX_YAML_BYTES = 4 << 20  # a spec or a config file is small; a bigger one is not ours
 MAX_YAML_NODES = 100_000  # nodes after alias expansion (a "billion laughs" file has 10**9)
 

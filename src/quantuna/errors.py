@@ -43,3 +43,17 @@ class HopelessTrial(TrialError):
         super().__init__(message)
         self.best_possible = best_possible
         self.samples = samples
+
+
+class PrunedTrial(TrialError):
+    """A pruner asked to stop the trial while its accuracy pass reported intermediate values.
+
+    Attributes:
+        samples: how many evaluation samples were measured before stopping.
+        partial: the metric on those samples.
+    """
+
+    def __init__(self, message: str, samples: int, partial: float) -> None:
+        super().__init__(message)
+        self.samples = samples
+        self.partial = partial

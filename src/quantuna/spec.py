@@ -18,8 +18,8 @@ from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
+from quantuna.spec_sampler import SamplerChoice, with_sampler_resolved
 
-Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
 Precision = Literal["int8", "fp32"]
 DEFAULT_OBJECTIVES = ["accuracy", "performance", "modelsize"]
@@ -34,7 +34,7 @@ class StudySection(_Strict):
 
     name: str | None = None
     storage: str | None = None
-    sampler: Sampler = "auto"
+    sampler: SamplerChoice = "auto"  # a name or a class of your own (quantuna.spec_sampler)
     seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     save_models: bool = False
 
@@ -374,7 +374,7 @@ def load_spec(
         name=name,
         storage=url,
         workdir=root / f"{stem}.quantuna",
-        study=parsed.study,
+        study=with_sampler_resolved(parsed.study, root),
         model=model,
         model_build=build,
         data=data,

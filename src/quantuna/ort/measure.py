@@ -26,7 +26,7 @@ import numpy as np
 
 from quantuna._util import cut, file_lock, lock_path
 from quantuna.data import Dataset
-from quantuna.errors import HopelessTrial, SpecError, TrialError
+from quantuna.errors import HopelessTrial, PrunedTrial, SpecError, TrialError
 from quantuna.metrics import Metric, best_reachable, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
@@ -34,6 +34,7 @@ from quantuna.ort.session import open_session, output_chunks
 from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
+OnProgress = Callable[[int, float], bool]  # (samples seen, metric on them) -> stop now?
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
 LATENCY_LOCK = "latency"
 
@@ -58,6 +59,7 @@ class AccuracyTask:
     threads: int = 0
     eval_func: EvalFunc | None = None
     target: float | None = None
+    on_progress: OnProgress | None = None
 
 
 def latency_lock_path() -> Path:
@@ -122,6 +124,24 @@ def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
     return metric_value(task.metric, value, f"{where}: accuracy.metric")
 
 
+def _check_progress(task: AccuracyTask, chunks: list[np.ndarray]) -> None:
+    """Report the metric on the samples seen so far; raise PrunedTrial when the hook says stop."""
+    evaluation = task.evaluation
+    if task.on_progress is None or evaluation.labels is None:
+        return
+    seen = sum(len(c) for c in chunks)
+    if seen >= len(evaluation):
+        return
+    partial = float(task.metric.fn(np.concatenate(chunks), evaluation.labels[:seen]))
+    if task.on_progress(seen, partial):
+        raise PrunedTrial(
+            f"pruned: {task.metric.name} {partial:.4g} on the first {seen} of {len(evaluation)} "
+            "samples (the study's pruner asked to stop)",
+            samples=seen,
+            partial=partial,
+        )
+
+
 def _wrapping(objectives: Sequence[Objective]) -> Callable[[], Any]:
     @contextlib.contextmanager
     def around() -> Iterator[None]:
@@ -146,6 +166,7 @@ def _accuracy(path: Path, task: AccuracyTask, custom: Sequence[Objective]) -> fl
                                around=_wrapping(custom) if custom else None):
         chunks.append(chunk)
         _check_hopeless(task.metric, chunks, task.evaluation, task.target)
+        _check_progress(task, chunks)
     return float(task.metric.fn(np.concatenate(chunks), task.evaluation.labels))
 
 
@@ -194,11 +215,14 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         path: the model to measure.
         objectives: the study's objective instances; each is ``reset()`` first.
         task: the accuracy pass; with ``task.target`` and a metric that is a mean of bounded
-            per-sample scores, the evaluation stops as soon as the target is out of reach.
+            per-sample scores, the evaluation stops as soon as the target is out of reach; with
+            ``task.on_progress``, it is called after each batch but the last with the samples seen
+            and the metric on them, and a true answer stops the evaluation.
         settings: the spec's ``measure`` section.
 
     Raises:
         HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
+        PrunedTrial: ``task.on_progress`` asked to stop (a ``TrialError``).
         TrialError: the model cannot run, or an objective value is not a finite number.
     """
     for obj in objectives:

@@ -32,7 +32,8 @@ from quantuna.ort.calibrate import RangeCache
 from quantuna.ort.measure import AccuracyTask, probe_metric
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
-from quantuna.study.sampler import sampler_missing_modules
+from quantuna.spec_sampler import SamplerClass
+from quantuna.study.sampler import sampler_missing_modules, user_sampler
 
 logger = logging.getLogger(__name__)
 BUILTIN_OBJECTIVES = (Accuracy, Performance, Footprint, ModelSize)
@@ -231,6 +232,8 @@ def _check_study_settings(spec: StudySpec, mode: str) -> None:
     where = spec.where
     if mode not in ("pareto", "weighted"):
         raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    if isinstance(spec.study.sampler, SamplerClass):
+        user_sampler(spec.study.sampler, spec.study.seed, where)  # imports and calls it once, now
     missing = sampler_missing_modules(spec.study.sampler)
     if missing:
         raise SpecError(
