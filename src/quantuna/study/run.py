@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,14 @@ import optuna
 
 from quantuna._compat import experimental_quiet
 from quantuna.errors import SpecError, TrialError
+from quantuna.ort.latency import LockWaitHook
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec, redact_url
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
+from quantuna.study.confirm import confirm_front
 from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
@@ -79,6 +82,8 @@ def run_study(
     on_ready: Callable[[optuna.Study, int], None] | None = None,
     calibration: Any = None,
     evaluation: Any = None,
+    on_lock_wait: LockWaitHook | None = None,
+    confirm: bool = True,
 ) -> TuneResult:
     """Run (or resume) the study a spec describes until its trial budget is spent.
 
@@ -95,6 +100,10 @@ def run_study(
         on_ready: called with the study and the number of trials about to run.
         calibration: batches replacing the spec's calibration data.
         evaluation: ``(batch, labels)`` pairs replacing the spec's evaluation data.
+        on_lock_wait: called with the holder (``pid N, study S``) when a trial starts waiting
+            for the per-host latency lock, and with None when it has it (a progress bar).
+        confirm: run the confirm phase at the end (``measure.confirm``; workers of ``--jobs``
+            leave it to the parent).
 
     Returns:
         A :class:`TuneResult` with the study, the baseline and the feasible Pareto trials.
@@ -105,6 +114,8 @@ def run_study(
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
+    if session.timing is not None and on_lock_wait is not None:
+        session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
     study = open_study(session)
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
@@ -118,6 +129,8 @@ def run_study(
         limit = timeout if timeout is not None else (spec.tuning.exit_policy.timeout or None)
         _optimize(study, session, baseline, budget, remaining, limit, callbacks)
     result = collect_results(study, session)
+    if confirm:
+        result = confirm_front(study, session, result)
     write_study_note(result)
     return result
 

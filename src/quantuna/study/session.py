@@ -26,6 +26,7 @@ from quantuna.objective import (
     resolve_objective,
 )
 from quantuna.ort.calibrate import RangeCache
+from quantuna.ort.latency import Reference, Timing
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
 from quantuna.study.sampler import sampler_missing_modules
@@ -50,6 +51,7 @@ class Session:
     ranges: RangeCache
     eval_batch_size: int
     eval_func: Callable[[Any], float] | None = None
+    timing: Timing | None = None
 
     @property
     def directions(self) -> list[Literal["minimize", "maximize"]]:
@@ -187,6 +189,8 @@ def prepare(
         ranges=ranges,
         eval_batch_size=fixed or spec.data.evaluation.batch_size,
         eval_func=eval_func,
+        # one fp32 session held open for the study: every latency is timed interleaved with it
+        timing=Timing(Reference(model.path, spec.measure.performance.threads), f"study {spec.name}"),
     )
 
 

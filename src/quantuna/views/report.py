@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quantuna.results import NO_FEASIBLE, TuneResult, objective_labels, summarize
+from quantuna.results import TuneResult
+from quantuna.summary import NO_FEASIBLE, objective_labels, summarize
 from quantuna.views.tradeoff import require_plotly, tradeoff_figure, write_png
 
 logger = logging.getLogger(__name__)
