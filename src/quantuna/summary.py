@@ -135,8 +135,9 @@ def _latency_fact(result: TuneResult) -> str:
            "fp32; +x% [95 % interval] is the ratio to fp32") if p is not None else ""
     confirmed = result.confirmed
     if confirmed:
-        numbers = ", ".join(str(n) for n in sorted(int(k) for k in confirmed.get("trials", {})))
-        return (f"{how}; confirmed: trial {numbers} and fp32 re-timed together "
+        shown = sorted(t.number for t in result.pareto if t.confirmed)
+        numbers = ", ".join(str(n) for n in shown) or "none of the front"
+        return (f"{how}; confirmed: trial {numbers} re-timed together with fp32 "
                 f"({confirmed.get('rounds')} rounds), the figures shown")
     return f"{how}; not confirmed (the trials' own figures)"
 
