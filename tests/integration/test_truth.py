@@ -130,3 +130,42 @@ def test_a_target_beyond_the_bound_exits_2_with_one_line_before_any_trial(
     assert "tuning.accuracy_criterion" in err[0] and f"beyond {metric}'s bound" in err[0]
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny_dir / 'tiny.db'}")
     assert study.trials == []
+
+
+def test_a_lock_wait_is_recorded_apart_and_never_timed(tiny_dir: Path, monkeypatch) -> None:
+    import threading
+
+    from quantuna.ort import latency
+    from quantuna.spec import load_spec
+    from quantuna.study.baseline import measure_model
+    from quantuna.study.session import prepare
+
+    lock = tiny_dir / "latency.lock"
+    monkeypatch.setattr(latency, "latency_lock_path", lambda: lock)
+    session = prepare(load_spec(write_spec(tiny_dir, tiny_spec(tiny_dir))))
+    held, told = threading.Event(), threading.Event()
+    seen: list[str | None] = []
+
+    def other_worker() -> None:
+        with latency.latency_lock("study other", path=lock):
+            held.set()
+            told.wait(10)
+            threading.Event().wait(1.0)  # keep it a while after the waiter said so
+
+    def on_wait(who: str | None) -> None:
+        seen.append(who)
+        told.set()
+
+    from dataclasses import replace
+
+    assert session.timing is not None
+    session = replace(session, timing=replace(session.timing, on_wait=on_wait))
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    held.wait(10)
+    m = measure_model(session, tiny_dir / "tiny.onnx")
+    thread.join()
+    assert seen[0] is not None and seen[0].endswith("study other") and seen[-1] is None
+    assert m.seconds["lock_wait"] >= 1.0  # the holder kept it at least that long
+    assert m.seconds["timing"] < m.seconds["lock_wait"]  # the wait is not in the timing
+    assert m.latency is not None and m.latency.rounds == 10
