@@ -148,7 +148,8 @@ def pick_text(result: TuneResult, pick: Pick) -> str:
     if not pick.feasible:
         # the reason ends "(accuracy x, target y)": the other objectives join the parenthesis
         return f"{pick.reason[:-1]}, {values})" if values else pick.reason
-    text = f"trial {pick.trial.number} by rule {pick.rule}: {pick.trial.summary}"
+    how = "Neural Compressor's weighted rule" if pick.rule == "weighted" else f"rule {pick.rule}"
+    text = f"trial {pick.trial.number} by {how}: {pick.trial.summary}"
     return text + (f" ({pick.note})" if pick.note else "")
 
 
