@@ -183,8 +183,10 @@ def summarize(result: TuneResult) -> StudySummary:
     best_effort = ""
     if result.trials:
         pick = result.pick("weighted")
-        facts["export pick"] = pick_text(result, pick)
         best_effort = "" if pick.feasible else pick_text(result, pick)
+        facts["export pick"] = pick_text(result, pick) if pick.feasible else (
+            f"none meets the accuracy target; `quantuna export --allow-infeasible` writes the best "
+            f"effort, trial {pick.trial.number}")
     if session is not None:
         facts["storage"] = redact_url(session.spec.storage)
     reasons: dict[str, list[int]] = {}

@@ -102,8 +102,11 @@ def test_weighted_mode_value_is_the_weighted_ratio_score(tiny_dir: Path) -> None
     base = study.user_attrs["baseline"]["values"]
     names = ["accuracy", "performance", "modelsize"]
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        values = trial.user_attrs["values"]
-        expected = weighted_ratio_score([values[n] for n in names], [base[n] for n in names],
+        values = dict(trial.user_attrs["values"])
+        reference = dict(base)
+        # latency enters as its ratio to fp32 timed interleaved (fp32 = 1): drift cancels
+        values["performance"], reference["performance"] = trial.user_attrs["latency"]["ratio"], 1.0
+        expected = weighted_ratio_score([values[n] for n in names], [reference[n] for n in names],
                                         [True, False, False], [0.6, 0.2, 0.2])
         assert trial.value == pytest.approx(expected)
         if trial.user_attrs["config"] == {"approach": "fp32"}:

@@ -94,7 +94,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         model_file = session.model_path_for(config)
         saved = model_file if session.spec.study.save_models and model_file.is_file() else None
         upload_trial_artifacts(trial, config.to_yaml(), saved, session.spec)
-        return _optuna_values(trial, session, values, base_values)
+        return _optuna_values(trial, session, values, base_values, latency)
 
     return objective
 
@@ -185,13 +185,14 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
 
 
 def _optuna_values(trial: optuna.Trial, session: Session, values: dict[str, float],
-                   base_values: dict[str, float]) -> Sequence[float] | float:
+                   base_values: dict[str, float], latency: dict[str, Any] | None) -> Sequence[float] | float:
     ordered = [values[n] for n in session.objective_names]
     if session.mode == "pareto":
         return ordered
-    score = weighted_ratio_score(
-        ordered, [base_values[n] for n in session.objective_names],
-        session.higher_is_better, session.weights,
-    )
+    base = [base_values[n] for n in session.objective_names]
+    if latency is not None and "performance" in session.objective_names:
+        i = session.objective_names.index("performance")  # the interleaved ratio: drift cancels
+        ordered[i], base[i] = float(latency["ratio"]), 1.0
+    score = weighted_ratio_score(ordered, base, session.higher_is_better, session.weights)
     trial.set_user_attr(attrs.WEIGHTED_SCORE, score)
     return score
