@@ -24,6 +24,7 @@ def test_each_trial_stores_its_latency_against_fp32_and_its_host(tiny_spec_path:
     baseline = result.study.user_attrs["baseline"]
     assert baseline["latency"]["rounds"] == 10 and baseline["latency"]["runs"] == 1
     assert baseline["latency"]["low"] <= baseline["latency"]["high"]
+    assert baseline["threads"] == {"latency": 1, "accuracy": 0} and baseline["cpu_cores"] >= 1
     for t in result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = t.user_attrs
         latency = attrs["latency"]

@@ -77,6 +77,8 @@ def _measure_baseline(session: Session) -> dict[str, Any]:
         "seconds": m.seconds,
         # fp32 timed against the reference session of the same model: the noise floor
         attrs.LATENCY: m.latency.to_dict() if m.latency is not None else None,
+        attrs.THREADS: {"latency": session.spec.measure.performance.threads,
+                        "accuracy": session.spec.measure.accuracy_threads},
         **attrs.host_facts(),
     }
 
