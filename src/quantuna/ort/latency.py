@@ -144,11 +144,16 @@ class Reference:
         self._session: Any = None
         self.timer = Performance()
 
-    def run(self, batch: dict[str, np.ndarray]) -> Any:
-        """One run of the reference on ``batch``."""
+    @property
+    def session(self) -> Any:
+        """The onnxruntime session (opened now if it is not yet)."""
         if self._session is None:
             self._session = open_session(self.path, self.threads)
-        return self._session.run(None, batch)
+        return self._session
+
+    def run(self, batch: dict[str, np.ndarray]) -> Any:
+        """One run of the reference on ``batch``."""
+        return self.session.run(None, batch)
 
 
 @dataclass(frozen=True)

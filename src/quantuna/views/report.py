@@ -155,7 +155,7 @@ def _summary_html(result: TuneResult) -> str:
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if not summary.has_front:
-        table += f'<p class="note">{html.escape(NO_FEASIBLE)}</p>'
+        table += f'<p class="note">{html.escape(summary.best_effort or NO_FEASIBLE)}</p>'
     return f"<dl>{facts}</dl><h2>Feasible Pareto set</h2>{table}"
 
 
