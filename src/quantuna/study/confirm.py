@@ -1,8 +1,8 @@
 """Confirm before you report: the front's candidates and fp32 re-timed together at the end of a run.
 
 Each trial's latency was timed against fp32 in its own moment; the front compares trials timed
-minutes apart. The confirm phase rebuilds the feasible front's models (up to
-``measure.confirm.candidates``, the weighted pick first), then times them and the fp32 reference
+minutes apart. The confirm phase rebuilds the models of the feasible front and of the layer just behind it (up
+to ``measure.confirm.candidates``, the weighted pick first), then times them and the fp32 reference
 in one process, in ``measure.confirm.rounds`` interleaved rounds (:func:`quantuna.ort.measure.retime`).
 
 Optuna's values of a finished trial cannot change, and neither can its user attrs, so the
@@ -24,7 +24,7 @@ import optuna
 from quantuna._util import sha256_file
 from quantuna.ort.measure import retime
 from quantuna.ort.quantize import quantize
-from quantuna.results import LATENCY, TrialResult, TuneResult, collect_results
+from quantuna.results import LATENCY, TrialResult, TuneResult, collect_results, pareto_front
 from quantuna.study import attrs
 from quantuna.study.session import Session
 
@@ -32,14 +32,26 @@ logger = logging.getLogger(__name__)
 
 
 def candidates(result: TuneResult, limit: int) -> list[TrialResult]:
-    """The feasible front to confirm: the weighted pick first, then the fastest, at most ``limit``."""
+    """The trials to confirm, at most ``limit``: the weighted pick, the front, then the next layer.
+
+    A trial's own figures can be off by more than their interval says (two sessions of one model
+    differ; the machine changed between rounds), so a trial just behind the front is confirmed
+    too: the second non-dominated layer of the feasible trials follows the front, each layer
+    fastest first.
+    """
     if not result.pareto:
         return []
     first = result.pick("weighted").trial
-    rest = sorted((t for t in result.pareto if t.number != first.number),
-                  key=lambda t: (t.ratio if t.ratio is not None else float("inf"), t.number))
-    chosen = [first] if any(t.number == first.number for t in result.pareto) else []
-    return (chosen + rest)[:limit]
+    front = {t.number for t in result.pareto}
+    rest = [t for t in result.trials if t.feasible and t.number not in front]
+    second = pareto_front(rest, result.objective_names, result.higher_is_better)
+
+    def fastest(layer: list[TrialResult]) -> list[TrialResult]:
+        return sorted((t for t in layer if t.number != first.number),
+                      key=lambda t: (t.ratio if t.ratio is not None else float("inf"), t.number))
+
+    chosen = [first] if first.number in front else []
+    return (chosen + fastest(result.pareto) + fastest(second))[:limit]
 
 
 def _rebuild(session: Session, trial: TrialResult, directory: Path) -> Path:
