@@ -138,3 +138,20 @@ def test_a_custom_metric_declares_its_bound(tmp_path) -> None:
     assert unreachable_bound(plain, 1e9) is None  # nothing declared: nothing known
     lower = Metric("loss", plain.fn, False, bounds=(0.0, 1.0))
     assert unreachable_bound(lower, -0.1) == 0.0
+
+
+def test_confirm_candidates_are_the_pick_the_front_then_the_layer_behind_it() -> None:
+    from quantuna.study.confirm import candidates
+
+    fp32 = trial(0, ops=(), size=1.0)
+    fast = trial(1, ratio=0.60, spread=0.02, size=0.5)
+    small = trial(2, ratio=0.90, spread=0.02, size=0.3)
+    behind = trial(3, ratio=0.70, spread=0.02, size=0.55)  # dominated by 1 only
+    far = trial(4, ratio=0.95, spread=0.01, size=0.9)  # dominated by 1 and 2, behind 3 too
+    r = result([fp32, fast, small, behind, far])
+    assert [t.number for t in r.pareto] == [1, 2]
+    chosen = [t.number for t in candidates(r, 8)]
+    pick = r.pick().trial.number
+    assert chosen[0] == pick and set(chosen[:2]) == {1, 2}
+    assert chosen[2:] == [3]  # the second layer; 4 (and fp32 behind it) come later
+    assert len(candidates(r, 1)) == 1
