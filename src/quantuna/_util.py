@@ -175,6 +175,20 @@ def lock_path(resource: Path | str) -> Path:
     return lock_dir() / f"{resource}.lock"
 
 
+def open_lock_file(path: Path) -> int:
+    """A lock file's descriptor, opened 0600 without following a symlink.
+
+    Raises:
+        QuantunaError: it cannot be opened (a planted symlink, a foreign file).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise QuantunaError(f"cannot open the lock file {path} ({exc.strerror}); "
+                            "if it is a symlink, remove it") from None
+
+
 @contextlib.contextmanager
 def file_lock(resource: Path | str) -> Iterator[None]:
     """An exclusive advisory lock on ``resource`` for the ``with`` block (local processes wait).
@@ -182,13 +196,7 @@ def file_lock(resource: Path | str) -> Iterator[None]:
     The lock file lives in :func:`lock_dir`, never beside the resource (a failed step leaves
     nothing there), and is opened without following a symlink.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    path = lock_path(resource)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise QuantunaError(f"cannot open the lock file {path} ({exc.strerror}); "
-                            "if it is a symlink, remove it") from None
+    fd = open_lock_file(lock_path(resource))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

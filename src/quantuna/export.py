@@ -28,7 +28,7 @@ from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
 from quantuna.ort.options import quantizable_op_types
 from quantuna.ort.quantize import quantize
-from quantuna.results import TuneResult
+from quantuna.results import TrialResult, TuneResult
 from quantuna.spec import DataSource
 
 logger = logging.getLogger(__name__)
@@ -123,28 +123,46 @@ def _checked_section(schema: type[BaseModel], value: Any, where: str) -> dict[st
                         f"(got {shorten(first.get('input'), 80)})") from None
 
 
-def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "weighted") -> dict[str, Any]:
+def _chosen(result: TuneResult, trial: int | None, rule: str,
+            allow_infeasible: bool) -> tuple[TrialResult, str, dict[str, Any]]:
+    """The trial to export, how it was chosen, and what its pick said."""
+    if trial is None:
+        pick = result.pick(rule)
+        chosen, picked_by = pick.trial, f"rule {pick.rule}"
+        said = {"feasible": pick.feasible, "reason": pick.reason, "note": pick.note}
+    else:
+        matches = [t for t in result.trials if t.number == trial]
+        if not matches:
+            numbers = ", ".join(str(t.number) for t in result.trials[:20])
+            raise QuantunaError(f"trial {trial} is not a complete trial of the study (complete: {numbers})")
+        chosen, picked_by = matches[0], "--trial"
+        said = {"feasible": chosen.feasible, "reason": "" if chosen.feasible else
+                f"trial {trial} does not meet the accuracy target", "note": ""}
+    if not said["feasible"] and not allow_infeasible:
+        raise QuantunaError(f"{said['reason']}; nothing written (export it anyway with --allow-infeasible)")
+    if not said["feasible"]:
+        logger.warning("trial %d does not meet the accuracy target", chosen.number)
+    return chosen, picked_by, said
+
+
+def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "weighted",
+                 allow_infeasible: bool = False) -> dict[str, Any]:
     """The export document of one trial of a :class:`~quantuna.results.TuneResult`.
 
     Args:
         result: what :func:`quantuna.tune` (or :func:`quantuna.load_results`) returned.
         trial: a trial number; default: the trial ``rule`` picks.
         rule: a pick rule (``weighted``, ``score``, ``best:<objective>``).
+        allow_infeasible: export a trial that misses the accuracy target (the best effort when
+            no trial meets it); without it that is an error and nothing is written.
+
+    Raises:
+        QuantunaError: no such trial, or it misses the target and ``allow_infeasible`` is False.
     """
     session = result.session
     if session is None:
         raise QuantunaError("export needs the study's session: use quantuna.load_results(spec)")
-    if trial is None:
-        pick = result.pick(rule)
-        chosen, picked_by, feasible_pick = pick.trial, f"rule {pick.rule}", pick.feasible
-    else:
-        matches = [t for t in result.trials if t.number == trial]
-        if not matches:
-            numbers = ", ".join(str(t.number) for t in result.trials[:20])
-            raise QuantunaError(f"trial {trial} is not a complete trial of the study (complete: {numbers})")
-        chosen, picked_by, feasible_pick = matches[0], "--trial", matches[0].feasible
-    if not feasible_pick:
-        logger.warning("trial %d does not meet the accuracy target", chosen.number)
+    chosen, picked_by, said = _chosen(result, trial, rule, allow_infeasible)
     source = session.spec.data.calibration
     calibration = {
         "path": str(source.path) if source.path else None,
@@ -165,12 +183,16 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
             "storage": redact_url(session.spec.storage),
             "trial": chosen.number,
             "picked_by": picked_by,
+            "pick_note": said["note"] or None,
             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
         "measured": {
             "objectives": chosen.values,
             "relative_to_fp32": chosen.relative,
             "feasible": chosen.feasible,
+            "reason": said["reason"] or None,
+            "latency": chosen.latency,
+            "latency_confirmed": chosen.confirmed,
             "constraint": chosen.constraint,
             "model_sha256": chosen.model_sha256,
             "baseline": result.baseline.get("values", {}),

@@ -62,6 +62,29 @@ class Metric:
     higher_is_better: bool
     needs_labels: bool = True
     sample_bounds: tuple[float, float] | None = None
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def value_bounds(self) -> tuple[float, float] | None:
+        """Where the metric's value can lie: declared ``bounds``, else the per-sample bounds."""
+        return self.bounds or self.sample_bounds
+
+
+def unreachable_bound(metric: Metric, target: float) -> float | None:
+    """The bound a target lies beyond (no model can meet it), or None when it is reachable.
+
+    Higher-is-better metrics cannot exceed their upper bound (top1, top5 and cosine: 1), lower-is-
+    better ones cannot go below their lower bound (mse: 0). A target exactly at the bound is
+    reachable.
+    """
+    if metric.value_bounds is None:
+        return None
+    low, high = metric.value_bounds
+    if metric.higher_is_better and target > high:
+        return high
+    if not metric.higher_is_better and target < low:
+        return low
+    return None
 
 
 def best_reachable(metric: Metric, partial: float, seen: int, total: int) -> float | None:
@@ -120,7 +143,9 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
         fn = import_reference(name, where=where)
         if not callable(fn):
             raise SpecError(f"{where}: {name} is not callable")
-        metric = Metric(name, fn, True, needs_labels=False)
+        declared = getattr(fn, "bounds", None)  # a custom metric may declare (low, high)
+        bounds = (float(declared[0]), float(declared[1])) if declared is not None else None
+        metric = Metric(name, fn, True, needs_labels=False, bounds=bounds)
     else:
         known = ", ".join(BUILTIN_METRICS)
         raise SpecError(f"{where}: unknown metric {name!r} (built-ins: {known}; or 'pkg.mod:fn')")
@@ -130,5 +155,6 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
             raise SpecError(f"{where.removesuffix('.metric')}.higher_is_better: {higher_is_better} contradicts "
                             f"{name}, where {way} is better; remove it or give "
                             f"{metric.higher_is_better}")
-        metric = Metric(metric.name, metric.fn, higher_is_better, metric.needs_labels)
+        metric = Metric(metric.name, metric.fn, higher_is_better, metric.needs_labels,
+                        bounds=metric.value_bounds)
     return metric

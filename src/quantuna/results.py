@@ -1,34 +1,55 @@
-"""What a study found: ``TrialResult`` records, the feasible Pareto set, and the pick rules.
+"""What a study found: ``TrialResult`` records, the reported front, and the pick rules.
+
+Latency figures: each trial's latency was timed interleaved with fp32 (a ratio with a 95 %
+interval); at the end of a run the confirm phase re-times the front and fp32 together
+(:mod:`quantuna.study.confirm`). Optuna's values of a finished trial cannot change, so the
+confirmed figures live in the study's ``confirmed`` user attr; every ``TrialResult`` of a
+confirmed trial reports them (``values["performance"]`` in ms, ``relative`` and ``latency``), and
+so do the CLI, the study note, the report, the export and the pick rules.
 
 Pick rules (``TuneResult.pick(rule)``):
 
-- ``weighted`` (default): Neural Compressor's ``best_result``: over the candidates (the feasible
-  Pareto set in pareto mode, every measured trial in weighted mode) each objective is normalised
-  to [0, 1] against the baseline and weighted; trials missing the accuracy target score 0.
-- ``best:<objective>``: the feasible trial best on that objective (ties: higher accuracy).
+- ``weighted`` (default): Neural Compressor's ``best_result`` over the candidates (the feasible
+  Pareto set in pareto mode, every measured trial in weighted mode), latency as its ratio to
+  fp32; candidates slower than fp32 (their whole interval above 1) are set aside, so the pick is
+  never slower than fp32.
+- ``best:<objective>``: the feasible trial best on that objective (ties: higher accuracy); when it
+  is slower than fp32 the pick's ``note`` says so.
 - ``score``: weighted mode only, the trial with the highest Optuna value (sum of baseline ratios).
+
+When no trial meets the accuracy target every rule returns the best effort: the trial closest to
+the target, ``feasible=False`` and the ``reason``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from quantuna._secrets import redact_url
 from quantuna.config import QuantConfig
 from quantuna.errors import QuantunaError
+from quantuna.front import Point, reported_front
 from quantuna.objective import MultiObjective
 from quantuna.study import attrs
 
 if TYPE_CHECKING:
     from quantuna.study.session import Session
 
+LATENCY = "performance"  # the objective whose values carry an interval
+
 
 @dataclass(frozen=True)
 class TrialResult:
-    """One measured trial, as quantuna reads it from Optuna."""
+    """One measured trial, as quantuna reads it from Optuna (confirmed latency when there is one).
+
+    Attributes:
+        latency: ``ms``, ``fp32_ms``, ``ratio``, ``low``, ``high`` (95 % interval), ``rounds``,
+            ``runs``: the confirmed figures when ``confirmed``, else the trial's own.
+        confirmed: whether the latency comes from the confirm phase.
+        model_bytes: the quantized file's size in bytes.
+    """
 
     number: int
     config: QuantConfig
@@ -39,12 +60,16 @@ class TrialResult:
     reused_from: int | str | None
     summary: str
     model_sha256: str | None
+    latency: dict[str, Any] | None = None
+    confirmed: bool = False
+    model_bytes: int | None = None
 
     @classmethod
-    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialResult:
-        """Read quantuna's user attrs of a complete trial."""
+    def from_trial(cls, trial: optuna.trial.FrozenTrial,
+                   confirmed: dict[str, Any] | None = None) -> TrialResult:
+        """Read quantuna's user attrs of a complete trial; ``confirmed`` figures override latency."""
         stored = trial.user_attrs
-        return cls(
+        result = cls(
             number=trial.number,
             config=QuantConfig.from_dict(stored[attrs.CONFIG]),
             values=dict(stored[attrs.VALUES]),
@@ -54,17 +79,63 @@ class TrialResult:
             reused_from=stored.get(attrs.REUSED_FROM),
             summary=stored.get(attrs.SUMMARY, ""),
             model_sha256=stored.get(attrs.MODEL_SHA256),
+            latency=stored.get(attrs.LATENCY),
+            model_bytes=stored.get(attrs.MODEL_BYTES),
         )
+        return result.with_confirmed(confirmed) if confirmed else result
+
+    def with_confirmed(self, figures: dict[str, Any]) -> TrialResult:
+        """This trial reporting the confirm phase's latency figures."""
+        values, relative = dict(self.values), dict(self.relative)
+        if LATENCY in values:
+            values[LATENCY] = float(figures["ms"])
+            relative[LATENCY] = float(figures["ratio"])
+        return replace(self, values=values, relative=relative, latency=dict(figures), confirmed=True)
+
+    @property
+    def ratio(self) -> float | None:
+        """Latency relative to fp32 (interleaved, confirmed when possible), None without latency."""
+        if self.latency is not None:
+            return float(self.latency["ratio"])
+        return self.relative.get(LATENCY)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95 % interval of :attr:`ratio`, None when the trial has none."""
+        if self.latency is None:
+            return None
+        return float(self.latency["low"]), float(self.latency["high"])
+
+    @property
+    def slower_than_fp32(self) -> bool:
+        """Slower than fp32 beyond the noise: its whole interval lies above 1."""
+        if self.interval is not None:
+            return self.interval[0] > 1.0
+        return self.ratio is not None and self.ratio > 1.0
+
+    @property
+    def simplicity(self) -> tuple[Any, ...]:
+        """Sorts simpler configs first: fewer quantized op types and nodes, smaller file, earlier."""
+        kept = len(self.config.exclude_nodes) + bool(self.config.first_node_fp32) + bool(self.config.last_node_fp32)
+        quantized = 0 if self.config.is_fp32 else len(self.config.op_types)
+        return (quantized, -kept if quantized else 0, self.model_bytes or 0, self.number)
 
 
 @dataclass(frozen=True)
 class Pick:
-    """The trial a rule chose, and why."""
+    """The trial a rule chose, and why.
+
+    Attributes:
+        reason: why the pick does not meet the accuracy target ("" when it does).
+        note: what else a reader must know (e.g. the rule picked a trial slower than fp32).
+    """
 
     trial: TrialResult
     rule: str
     feasible: bool
     score: float | None = None
+    reason: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -75,7 +146,8 @@ class TuneResult:
         study: the ``optuna.Study``, nothing hidden.
         baseline: the fp32 baseline (values, accuracy target, host).
         trials: every complete trial.
-        pareto: the feasible Pareto trials (one per distinct config).
+        pareto: the feasible reported front (noise-aware, one point per model and per tie).
+        confirmed: the confirm phase's record (fp32 and trial figures), None when not run.
     """
 
     study: optuna.Study
@@ -88,6 +160,7 @@ class TuneResult:
     trials: list[TrialResult] = field(default_factory=list)
     pareto: list[TrialResult] = field(default_factory=list)
     session: Session | None = None
+    confirmed: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[optuna.trial.FrozenTrial]:
@@ -107,28 +180,57 @@ class TuneResult:
         return self.pick(rule).trial
 
     def pick(self, rule: str = "weighted") -> Pick:
-        """Pick one trial by ``rule``; says whether it meets the accuracy target."""
+        """Pick one trial by ``rule``; says whether it meets the accuracy target and why not."""
         if not self.trials:
             raise QuantunaError("the study has no complete trial yet; run it first")
+        if rule not in ("weighted", "score") and not rule.startswith("best:"):
+            raise QuantunaError(f"unknown pick rule {rule!r}: use weighted, score or best:<objective>")
+        name = rule.removeprefix("best:") if rule.startswith("best:") else None
+        if name is not None and name not in self.objective_names:
+            raise QuantunaError(f"pick rule {rule!r}: objective {name!r} is not one of {self.objective_names}")
+        if rule == "score" and self.mode != "weighted":
+            raise QuantunaError("rule 'score' needs a weighted study; use weighted or best:<objective>")
+        if not any(t.feasible for t in self.trials):
+            return self._best_effort(rule)
         if rule == "weighted":
-            candidates = self.pareto if (self.mode == "pareto" and self.pareto) else self.trials
-            return self._inc_pick(candidates)
+            return self._weighted_pick()
         if rule == "score":
-            if self.mode != "weighted":
-                raise QuantunaError("rule 'score' needs a weighted study; use weighted or best:<objective>")
             number = self.study.best_trial.number
             chosen = next(t for t in self.trials if t.number == number)
-            return Pick(chosen, rule, chosen.feasible, self.study.best_trial.value)
-        if rule.startswith("best:"):
-            name = rule.removeprefix("best:")
-            if name not in self.objective_names:
-                raise QuantunaError(f"pick rule {rule!r}: objective {name!r} is not one of {self.objective_names}")
-            higher = self.higher_is_better[self.objective_names.index(name)]
-            pool = [t for t in self.trials if t.feasible] or self.trials
-            sign = 1 if higher else -1
-            chosen = max(pool, key=lambda t: (sign * t.values[name], t.values["accuracy"], -t.number))
-            return Pick(chosen, rule, chosen.feasible)
-        raise QuantunaError(f"unknown pick rule {rule!r}: use weighted, score or best:<objective>")
+            return Pick(chosen, rule, chosen.feasible, self.study.best_trial.value,
+                        note=self._slower_note(chosen, rule))
+        assert name is not None
+        higher = self.higher_is_better[self.objective_names.index(name)]
+        sign = 1 if higher else -1
+        pool = [t for t in self.trials if t.feasible]
+        chosen = max(pool, key=lambda t: (sign * self._value(t, name), t.values["accuracy"], -t.number))
+        return Pick(chosen, rule, True, note=self._slower_note(chosen, rule))
+
+    def _value(self, t: TrialResult, name: str) -> float:
+        """An objective value as rules compare it: latency as its ratio to fp32 when known."""
+        if name == LATENCY and t.ratio is not None:
+            return t.ratio
+        return t.values[name]
+
+    def _slower_note(self, chosen: TrialResult, rule: str) -> str:
+        if LATENCY not in self.objective_names or not chosen.slower_than_fp32:
+            return ""
+        return (f"trial {chosen.number} is slower than fp32 ({_ratio_text(chosen)}); rule {rule} "
+                "asks for another objective")
+
+    def _weighted_pick(self) -> Pick:
+        pool = self.pareto if (self.mode == "pareto" and self.pareto) else self.trials
+        note = ""
+        if LATENCY in self.objective_names:
+            fast = [t for t in pool if not t.slower_than_fp32]
+            if not fast:  # the fp32 trial is never slower than itself
+                fast = [t for t in self.trials if t.config.is_fp32 and t.feasible]
+            if fast and len(fast) < len(pool):
+                slow = sorted(t.number for t in pool if t.slower_than_fp32)
+                note = f"set aside as slower than fp32: trial {', '.join(map(str, slow))}"
+            pool = fast or pool
+        pick = self._inc_pick(pool)
+        return replace(pick, note=note)
 
     def _inc_pick(self, candidates: list[TrialResult]) -> Pick:
         chooser = MultiObjective(
@@ -137,75 +239,65 @@ class TuneResult:
             obj_criterion=self.higher_is_better,
             obj_weight=self.weights,
         )
-        base = self.baseline["values"]
-        tune_data = [[t.values["accuracy"], [t.values[n] for n in self.objective_names]] for t in candidates]
-        result = chooser.best_result(tune_data, (base["accuracy"], [base[n] for n in self.objective_names]))
+        base = dict(self.baseline["values"])
+        by_ratio = LATENCY in self.objective_names and all(t.ratio is not None for t in candidates)
+        if by_ratio:
+            base[LATENCY] = 1.0  # fp32's latency, as a ratio to itself
+        names = self.objective_names
+
+        def row(t: TrialResult) -> list[float]:
+            return [self._value(t, n) if by_ratio else t.values[n] for n in names]
+
+        tune_data = [[t.values["accuracy"], row(t)] for t in candidates]
+        result = chooser.best_result(tune_data, (base["accuracy"], [base[n] for n in names]))
         return Pick(candidates[result.index], "weighted", result.feasible, result.scores[result.index])
 
-
-def format_value(value: Any) -> str:
-    """Numbers at four significant digits, ``None`` as empty: how every table shows values."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def objective_labels(result: TuneResult) -> list[str]:
-    """Each objective's name with its unit (``performance [ms]``), in both study modes."""
-    if result.session is None:
-        return list(result.objective_names)
-    return [result.session.objective_label(n) for n in result.objective_names]
+    def _best_effort(self, rule: str) -> Pick:
+        """No trial meets the target: the one closest to it (then faster, then simpler)."""
+        chosen = min(self.trials, key=lambda t: (t.constraint, t.ratio or 0.0, t.simplicity))
+        target = self.baseline.get("accuracy_target")
+        reason = (f"no trial meets the accuracy target; best effort: trial {chosen.number} "
+                  f"(accuracy {chosen.values['accuracy']:.4g}, target {target:.4g})")
+        return Pick(chosen, rule, False, reason=reason)
 
 
-def pareto_rows(result: TuneResult) -> tuple[list[str], list[list[str]]]:
-    """The fp32 baseline and the feasible Pareto trials as text: a header and rows.
-
-    Each value carries its change relative to fp32; the last column is the config's summary.
-    The CLI, the HTML report and the dashboard note all show this table.
-    """
-    names = result.objective_names
-    base = result.baseline.get("values", {})
-    header = ["trial", *objective_labels(result), "config"]
-    rows = [["fp32", *[format_value(base.get(n)) for n in names], "baseline"]]
-    for t in sorted(result.pareto, key=lambda t: t.number):
-        cells = [str(t.number)]
-        for n in names:
-            rel = t.relative.get(n)
-            delta = "" if rel is None else f" ({(rel - 1) * 100:+.1f}%)"
-            cells.append(format_value(t.values[n]) + delta)
-        reused = f" [reused #{t.reused_from}]" if isinstance(t.reused_from, int) else ""
-        rows.append([*cells, t.summary + reused])
-    return header, rows
+def _ratio_text(t: TrialResult) -> str:
+    if t.ratio is None:
+        return "no latency"
+    interval = f" [{t.interval[0]:.3f}, {t.interval[1]:.3f}]" if t.interval else ""
+    return f"x{t.ratio:.3f}{interval} fp32"
 
 
-def _dominates(a: list[float], b: list[float], higher: list[bool]) -> bool:
-    better = False
-    for x, y, h in zip(a, b, higher):
-        x, y = (x, y) if h else (-x, -y)
-        if x < y:
-            return False
-        better = better or x > y
-    return better
+def _point(t: TrialResult, names: list[str]) -> Point:
+    values, intervals = [], []
+    for n in names:
+        if n == LATENCY and t.ratio is not None:
+            values.append(t.ratio)
+            intervals.append(t.interval)
+        else:
+            values.append(t.values[n])
+            intervals.append(None)
+    return Point(t.number, tuple(values), tuple(intervals), t.model_sha256, t.simplicity)
 
 
 def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]) -> list[TrialResult]:
-    """The feasible, non-dominated trials, one per distinct config (the first trial of each)."""
+    """The feasible reported front (see :mod:`quantuna.front`): noise-aware, one per model."""
     distinct: dict[str, TrialResult] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.feasible:
             distinct.setdefault(t.config.key(), t)
-    pool = list(distinct.values())
-    vecs = {t.number: [t.values[n] for n in names] for t in pool}
-    return [
-        t for t in pool
-        if not any(_dominates(vecs[o.number], vecs[t.number], higher) for o in pool if o is not t)
-    ]
+    by_number = {t.number: t for t in distinct.values()}
+    kept = reported_front([_point(t, names) for t in distinct.values()], higher)
+    return [by_number[p.key] for p in kept]
 
 
 def collect_results(study: optuna.Study, session: Session) -> TuneResult:
-    """Read a study's trials into a :class:`TuneResult`."""
+    """Read a study's trials into a :class:`TuneResult` (confirmed latency where confirmed)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    trials = [TrialResult.from_trial(t) for t in complete if attrs.VALUES in t.user_attrs]
+    confirmed = study.user_attrs.get(attrs.CONFIRMED)
+    figures = (confirmed or {}).get("trials", {})
+    trials = [TrialResult.from_trial(t, figures.get(str(t.number)))
+              for t in complete if attrs.VALUES in t.user_attrs]
     criterion = dict(session.spec.tuning.accuracy_criterion.as_dict())
     criterion["higher_is_better"] = session.metric.higher_is_better
     return TuneResult(
@@ -219,113 +311,5 @@ def collect_results(study: optuna.Study, session: Session) -> TuneResult:
         trials=trials,
         pareto=pareto_front(trials, session.objective_names, session.higher_is_better),
         session=session,
+        confirmed=confirmed,
     )
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """What a study found, as text: the one summary the CLI, the report and the note render.
-
-    Attributes:
-        title: ``<study> (<mode>)``.
-        facts: ordered one-line facts (``trials``, ``fp32 baseline``, ``accuracy target``,
-            ``export pick``, ``storage``).
-        header: the Pareto table's header (trial, objectives with units, config).
-        rows: the fp32 row, then the feasible Pareto trials.
-        failures: (trial numbers, reason) of failed trials, one entry per reason.
-        has_front: whether any trial is on the feasible front.
-    """
-
-    title: str
-    facts: dict[str, str]
-    header: list[str]
-    rows: list[list[str]]
-    failures: list[tuple[list[int], str]]
-    has_front: bool
-
-    def table(self) -> str:
-        """The Pareto table as aligned text."""
-        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [self.header, *self.rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def to_text(self) -> str:
-        """The summary for a terminal."""
-        lines = [f"study {self.title}"]
-        lines += [f"{key}: {value}" for key, value in self.facts.items()]
-        lines += ["", self.table() if self.has_front else NO_FEASIBLE]
-        lines += [f"failed {', '.join(f'#{n}' for n in numbers[:8])}: {reason}"
-                  for numbers, reason in self.failures]
-        return "\n".join(lines)
-
-    def to_markdown(self) -> str:
-        """The summary as Markdown (the optuna-dashboard study note)."""
-        def md(text: str) -> str:
-            return text.replace("|", "\\|")
-
-        lines = [f"## quantuna: {self.title}", ""]
-        lines += [f"- **{key}**: {md(value)}" for key, value in self.facts.items()]
-        lines += ["", "### Feasible Pareto set", ""]
-        if self.has_front:
-            lines.append("| " + " | ".join(md(h) for h in self.header) + " |")
-            lines.append("|" + "---|" * len(self.header))
-            lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in self.rows]
-        else:
-            lines.append(NO_FEASIBLE)
-        for numbers, reason in self.failures:
-            lines.append(f"- failed {', '.join(f'#{n}' for n in numbers[:8])}: {md(reason)}")
-        return "\n".join(lines) + "\n"
-
-
-NO_FEASIBLE = "No trial meets the accuracy target yet."
-
-
-def summarize(result: TuneResult) -> StudySummary:
-    """The :class:`StudySummary` of a study's results."""
-    session = result.session
-    name = session.spec.name if session is not None else result.study.study_name
-    metric = session.metric.name if session is not None else "accuracy"
-    base = result.baseline.get("values", {})
-    measured = sum(1 for t in result.trials if t.reused_from is None)
-    feasible = sum(1 for t in result.trials if t.feasible)
-    criterion = {k: v for k, v in result.accuracy_criterion.items() if k != "higher_is_better"}
-    sign = ">=" if result.accuracy_criterion.get("higher_is_better", True) else "<="
-    facts = {
-        "trials": (
-            f"{len(result.trials)} complete ({measured} measured, the rest reused; {feasible} "
-            f"feasible), {len(result.stopped_early)} stopped early as hopeless, "
-            f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
-        ),
-        "fp32 baseline": ", ".join(
-            f"{label} {format_value(base.get(n))}"
-            for n, label in zip(result.objective_names, objective_labels(result))
-        ),
-        f"accuracy target ({metric})": (
-            f"{sign} {format_value(result.baseline.get('accuracy_target'))} "
-            f"(fp32 {format_value(base.get('accuracy'))}, criterion {criterion})"
-        ),
-    }
-    if result.trials:
-        pick = result.pick("weighted")
-        facts["export pick"] = (
-            f"trial {pick.trial.number} by Neural Compressor's weighted rule"
-            + ("" if pick.feasible else " (does not meet the accuracy target)")
-            + f": {pick.trial.summary}"
-        )
-    if session is not None:
-        facts["storage"] = redact_url(session.spec.storage)
-    reasons: dict[str, list[int]] = {}
-    for t in result.failed:
-        reason = str(t.user_attrs.get(attrs.FAIL_REASON, "interrupted"))
-        reasons.setdefault(reason[:160], []).append(t.number)
-    header, rows = pareto_rows(result)
-    return StudySummary(
-        title=f"{name!r} ({result.mode})",
-        facts=facts,
-        header=header,
-        rows=rows,
-        failures=[(numbers, reason) for reason, numbers in reasons.items()],
-        has_front=bool(result.pareto),
-    )
-

@@ -18,6 +18,9 @@ from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
+from quantuna.spec_measure import ConfirmMeasure as ConfirmMeasure
+from quantuna.spec_measure import MeasureSection as MeasureSection
+from quantuna.spec_measure import PerformanceMeasure as PerformanceMeasure
 from quantuna.spec_sampler import SamplerChoice, with_sampler_resolved
 
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
@@ -160,22 +163,6 @@ class TuningSection(_Strict):
         if self.multi_objectives is not None and self.multi_objectives.weight is not None:
             return list(self.multi_objectives.weight)
         return equal_weights(len(names))
-
-
-class PerformanceMeasure(_Strict):
-    """``measure.performance:`` the dedicated latency loop."""
-
-    batch_size: int = Field(default=1, gt=0)
-    warmup: int = Field(default=10, ge=0)
-    iterations: int = Field(default=100, gt=0)
-    threads: int = Field(default=1, gt=0)
-
-
-class MeasureSection(_Strict):
-    """``measure:`` how trials are measured."""
-
-    performance: PerformanceMeasure = PerformanceMeasure()
-    accuracy_threads: int = Field(default=0, ge=0)
 
 
 class SpaceSection(_Strict):

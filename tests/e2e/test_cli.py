@@ -158,3 +158,11 @@ def _failed_with_reason(db: Path) -> int:
             "SELECT COUNT(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
             "WHERE t.state = 'FAIL' AND a.key = 'fail_reason'"
         ).fetchone()[0]
+
+
+def test_a_target_beyond_the_metrics_bound_exits_2_with_one_line(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["tuning"]["accuracy_criterion"] = {"relative": -0.005}  # fp32 scores 1.0: top1 >= 1.005
+    out = quantuna("run", write_spec(tiny_dir, spec), "--no-progress")
+    _assert_clean_failure(out, "tiny.yaml", "tuning.accuracy_criterion", "1.005", "top1's bound of 1")
+    assert _count_finished(tiny_dir / "tiny.db") == 0

@@ -508,7 +508,7 @@ def test_report_and_note_of_a_weighted_study(tiny_dir: Path, tmp_path: Path) -> 
     from conftest import tiny_spec, write_spec
 
     import quantuna
-    from quantuna.results import summarize
+    from quantuna.summary import summarize
     from quantuna.views.report import write_report
 
     spec = tiny_spec(tiny_dir)

@@ -57,15 +57,39 @@ def test_pareto_study_sets_directions_names_constraints_and_attrs(tiny_spec_path
     assert result.pareto and all(t.feasible for t in result.pareto)
 
 
-def test_infeasible_trials_are_excluded_by_optuna_itself(tiny_dir: Path) -> None:
+def test_a_target_beyond_the_metrics_bound_is_a_spec_error_before_any_trial(tiny_dir: Path) -> None:
     spec = tiny_spec(tiny_dir)
-    spec["tuning"]["accuracy_criterion"] = {"relative": -0.5}  # must improve by 50 %: impossible
-    result = run_study(write_spec(tiny_dir, spec), n_trials=3)
+    spec["tuning"]["accuracy_criterion"] = {"relative": -0.5}  # fp32 scores 1.0: top1 >= 1.5
+    with pytest.raises(SpecError, match=r"top1 >= 1.5 .*beyond top1's bound of 1"):
+        run_study(write_spec(tiny_dir, spec), n_trials=3)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny_dir / 'tiny.db'}")
+    assert study.trials == [] and "baseline" not in study.user_attrs
+
+
+def _relabel(tiny_dir: Path, wrong: int) -> None:
+    """Make fp32 miss ``wrong`` of the 60 evaluation labels, so a higher target is reachable."""
+    data = dict(np.load(tiny_dir / "eval.npz"))
+    data["y"] = data["y"].copy()
+    data["y"][:wrong] = (data["y"][:wrong] + 1) % 3
+    np.savez(tiny_dir / "eval.npz", **data)
+
+
+def test_a_reachable_target_no_trial_meets_gives_a_fully_measured_best_effort(tiny_dir: Path) -> None:
+    _relabel(tiny_dir, wrong=12)  # fp32 top1 = 0.8
+    spec = tiny_spec(tiny_dir)
+    spec["tuning"]["accuracy_criterion"] = {"relative": -0.2}  # target 0.96: reachable, not met
+    result = run_study(write_spec(tiny_dir, spec), n_trials=4)
     assert all(t.constraints["accuracy"] > 0 for t in result.study.trials)
     assert result.study.best_trials == []
     assert result.pareto == []
+    # nothing was stopped early: every trial has its accuracy and its latency
+    assert [t.state for t in result.study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert all("latency" in t.user_attrs for t in result.study.trials)
     pick = result.pick()
     assert pick.feasible is False  # best effort, said so
+    assert "no trial meets the accuracy target" in pick.reason
+    closest = min(result.trials, key=lambda t: t.constraint)
+    assert pick.trial.constraint == closest.constraint
 
 
 def test_weighted_mode_value_is_the_weighted_ratio_score(tiny_dir: Path) -> None:
@@ -78,8 +102,11 @@ def test_weighted_mode_value_is_the_weighted_ratio_score(tiny_dir: Path) -> None
     base = study.user_attrs["baseline"]["values"]
     names = ["accuracy", "performance", "modelsize"]
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        values = trial.user_attrs["values"]
-        expected = weighted_ratio_score([values[n] for n in names], [base[n] for n in names],
+        values = dict(trial.user_attrs["values"])
+        reference = dict(base)
+        # latency enters as its ratio to fp32 timed interleaved (fp32 = 1): drift cancels
+        values["performance"], reference["performance"] = trial.user_attrs["latency"]["ratio"], 1.0
+        expected = weighted_ratio_score([values[n] for n in names], [reference[n] for n in names],
                                         [True, False, False], [0.6, 0.2, 0.2])
         assert trial.value == pytest.approx(expected)
         if trial.user_attrs["config"] == {"approach": "fp32"}:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from quantuna._util import atomic_write, file_lock, lock_dir
+from quantuna._util import atomic_write, lock_dir
 from quantuna.config import QuantConfig
 from quantuna.data import load_dataset
 from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import build_model, inspect_model
 from quantuna.ort.calibrate import RangeCache
-from quantuna.ort.measure import LATENCY_LOCK, latency_lock_path
+from quantuna.ort.latency import latency_lock, latency_lock_path
 from quantuna.ort.quantize import quantize
 from quantuna.spec import DataSource
 
@@ -73,7 +73,7 @@ def test_locks_live_in_a_private_per_user_dir_and_never_follow_symlinks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    with file_lock(LATENCY_LOCK):
+    with latency_lock("study test"):
         pass
     directory = lock_dir()
     assert directory.parent == tmp_path and stat.S_IMODE(directory.stat().st_mode) == 0o700
@@ -82,7 +82,7 @@ def test_locks_live_in_a_private_per_user_dir_and_never_follow_symlinks(
     victim.write_text("precious")
     latency_lock_path().unlink()
     latency_lock_path().symlink_to(victim)
-    with pytest.raises(QuantunaError, match="symlink"), file_lock(LATENCY_LOCK):
+    with pytest.raises(QuantunaError, match="symlink"), latency_lock("study test"):
         pass
     assert victim.read_text() == "precious"
     os.chmod(directory, 0o777)

@@ -17,6 +17,9 @@ def add_parsers(sub: Any) -> None:
     which.add_argument("--pick", default="weighted",
                        help="pick rule: weighted (default, Neural Compressor's), score, best:<objective>")
     export.add_argument("--model", type=Path, help="also write the quantized model here")
+    export.add_argument("--allow-infeasible", action="store_true",
+                        help="export a trial that misses the accuracy target (the best effort when "
+                             "no trial meets it); without it that is an error and nothing is written")
     export.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
     export.set_defaults(handler=cmd_export)
 
@@ -42,7 +45,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_output_path(args.model, where="--model")
     result = load_results(args.spec, storage=args.storage)
-    document = export_trial(result, trial=args.trial, rule=args.pick)
+    document = export_trial(result, trial=args.trial, rule=args.pick,
+                            allow_infeasible=args.allow_infeasible)
     write_export(document, args.output)
     provenance = document["provenance"]
     print(f"wrote {args.output} (trial {provenance['trial']}, {provenance['picked_by']})")

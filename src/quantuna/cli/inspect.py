@@ -13,7 +13,10 @@ def add_parsers(sub: Any) -> None:
     validate = sub.add_parser("validate", help="check a spec, its model and data; print the space")
     validate.add_argument("spec", type=Path)
     validate.set_defaults(handler=cmd_validate)
-    show = sub.add_parser("show", help="print a study's baseline and feasible Pareto set")
+    show = sub.add_parser("show", help="print a study's baseline, feasible Pareto set and pick",
+                          description="The study's summary; --format json adds the pick (with "
+                          "feasible and the reason when no trial meets the target), the trial "
+                          "counts by state, the units and the storage.")
     show.add_argument("spec", type=Path)
     show.add_argument("--storage")
     show.add_argument("--format", choices=["table", "json"], default="table")
@@ -62,23 +65,13 @@ def _print_space(session: Any) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Run ``quantuna show``: the summary as a table or JSON."""
-    from quantuna.results import summarize
     from quantuna.study.run import load_results
+    from quantuna.summary import show_payload, summarize
 
     result = load_results(args.spec, storage=args.storage)
     if args.format == "table":
         print(summarize(result).to_text())
         return 0
-    payload = {
-        "study": result.study.study_name,
-        "mode": result.mode,
-        "objectives": result.objective_names,
-        "baseline": result.baseline,
-        "pareto": [
-            {"trial": t.number, "values": t.values, "relative": t.relative,
-             "config": t.config.to_dict(), "summary": t.summary}
-            for t in result.pareto
-        ],
-    }
+    payload = show_payload(result)
     print(json.dumps(payload, indent=2))
     return 0

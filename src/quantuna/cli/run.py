@@ -49,6 +49,8 @@ def worker_main(argv: list[str]) -> int:
 class Progress:
     """A tqdm bar over the remaining trials showing the best feasible values so far."""
 
+    DESC = "best feasible"
+
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Any = None
@@ -64,7 +66,16 @@ class Progress:
         names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
         self.higher = directions or [n == "accuracy" for n in names]
         self.bar = tqdm(total=remaining, unit="trial", dynamic_ncols=True, file=sys.stderr,
-                        desc="best feasible")
+                        desc=self.DESC)
+
+    def lock_wait(self, holder: str | None) -> None:
+        """Say on the bar that the trial waits for the latency lock, and who holds it."""
+        if self.bar is None:
+            if holder is not None and self.enabled:
+                print(f"waiting for the latency lock held by {holder}", file=sys.stderr)
+            return
+        self.bar.set_description(self.DESC if holder is None else f"waiting for the latency lock "
+                                 f"({holder})", refresh=True)
 
     def __call__(self, study: Any, trial: Any) -> None:
         if self.bar is None:
@@ -114,14 +125,15 @@ def _run(args: argparse.Namespace, progress: Progress) -> tuple[Any, list[int | 
     result = run_worker(
         args.spec, n_trials=args.trials, timeout=args.timeout, storage=args.storage,
         mode=args.mode, callbacks=[progress], on_ready=progress.ready, check_hosts=not args.worker,
+        on_lock_wait=progress.lock_wait, confirm=not args.worker,
     )
     return result, []
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run ``quantuna run``: the study, then its summary (workers print nothing)."""
-    from quantuna.results import summarize
     from quantuna.study.workers import warn_mixed_cpus
+    from quantuna.summary import summarize
 
     progress = Progress(enabled=not args.no_progress and not args.worker)
     try:

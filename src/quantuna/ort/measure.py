@@ -4,16 +4,19 @@ Three separate passes, so that none distorts another:
 
 1. accuracy: a session at full graph optimisation runs the evaluation set (custom objectives'
    ``start()``/``end()`` wrap every batch); the metric turns the outputs into one number;
-2. footprint and latency, under a per-host lock so that local workers never time at once:
-   the footprint in a fresh child process (:mod:`quantuna.ort.footprint`), then a warm-up and a
-   timed loop with fixed intra-op threads, one Performance ``start()``/``end()`` per iteration,
-   the median reported;
+2. footprint and latency, under a per-host lock so that local workers never time at once (the
+   wait is returned apart, never timed): the footprint in a fresh child process
+   (:mod:`quantuna.ort.footprint`), then a warm-up and rounds of timed runs with fixed intra-op
+   threads interleaved with the study's fp32 reference (:mod:`quantuna.ort.latency`), one
+   Performance ``start()``/``end()`` per run, the median reported in ms and the ratio to fp32
+   with its 95 % interval beside it;
 3. model size: the bytes of the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import time
@@ -24,19 +27,26 @@ from typing import Any
 
 import numpy as np
 
-from quantuna._util import cut, file_lock, lock_path
+from quantuna._util import cut
 from quantuna.data import Dataset
 from quantuna.errors import HopelessTrial, PrunedTrial, SpecError, TrialError
 from quantuna.metrics import Metric, best_reachable, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
+from quantuna.ort.latency import (
+    LatencyStats,
+    Reference,
+    Timing,
+    interleaved_rounds,
+    latency_lock,
+    latency_stats,
+)
 from quantuna.ort.session import open_session, output_chunks
 from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
 OnProgress = Callable[[int, float], bool]  # (samples seen, metric on them) -> stop now?
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
-LATENCY_LOCK = "latency"
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class Measurement:
     values: dict[str, float]
     throughput: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    latency: LatencyStats | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,6 @@ class AccuracyTask:
     eval_func: EvalFunc | None = None
     target: float | None = None
     on_progress: OnProgress | None = None
-
-
-def latency_lock_path() -> Path:
-    """The per-host, per-user lock that serialises latency loops of local workers."""
-    return lock_path(LATENCY_LOCK)
 
 
 def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Dataset,
@@ -182,25 +188,41 @@ def _accuracy_pass(path: Path, task: AccuracyTask, custom: Sequence[Objective]) 
     return accuracy
 
 
-def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
-                 perf: Sequence[Performance], foot: Sequence[Footprint]) -> None:
-    """Footprint and the latency loop, under the per-host latency lock."""
+def _latency_loop(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
+                  perf: Sequence[Performance], reference: Reference | None) -> LatencyStats | None:
+    """Warm-up, then rounds of the model's runs interleaved with the fp32 reference's."""
     p = settings.performance
-    with file_lock(LATENCY_LOCK):
+    if not perf:
+        return None
+    session = open_session(path, p.threads)
+    for _ in range(p.warmup + 1):
+        session.run(None, batch)
+        if reference is not None:
+            reference.run(batch)
+    # both sides run through the same call shape, so they pay the same overhead
+    runners: list[Callable[[], Any]] = [functools.partial(session.run, None, batch)]
+    timers: list[Sequence[Performance]] = [perf]
+    if reference is not None:
+        reference.timer.reset()
+        runners.append(functools.partial(reference.session.run, None, batch))
+        timers.append([reference.timer])
+    timed = interleaved_rounds(runners, timers, rounds=p.timed_rounds, runs=p.runs_per_round)
+    return latency_stats(timed[0], timed[1]) if reference is not None else None
+
+
+def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
+                 perf: Sequence[Performance], foot: Sequence[Footprint],
+                 timing: Timing | None) -> tuple[LatencyStats | None, float]:
+    """Footprint and the latency loop under the per-host latency lock; (latency, lock wait)."""
+    holder = timing.holder if timing is not None else "quantuna"
+    with latency_lock(holder, timing.on_wait if timing is not None else None) as waited:
         try:
             if foot:
-                peak = measure_footprint(path, batch, p.threads)
+                peak = measure_footprint(path, batch, settings.performance.threads)
                 for fobj in foot:
                     fobj._result_list.append(peak)  # noqa: SLF001 (INC's list; the region ran in the child)
-            session = open_session(path, p.threads)
-            for _ in range(p.warmup + 1):
-                session.run(None, batch)
-            for _ in range(p.iterations if perf else 0):
-                for obj in perf:
-                    obj.start()
-                session.run(None, batch)
-                for obj in perf:
-                    obj.end()
+            reference = timing.reference if timing is not None else None
+            return _latency_loop(path, batch, settings, perf, reference), waited
         except TrialError:
             raise
         except Exception as exc:
@@ -208,7 +230,7 @@ def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSect
 
 
 def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
-            settings: MeasureSection) -> Measurement:
+            settings: MeasureSection, timing: Timing | None = None) -> Measurement:
     """Measure one model file with every objective.
 
     Args:
@@ -219,6 +241,8 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
             ``task.on_progress``, it is called after each batch but the last with the samples seen
             and the metric on them, and a true answer stops the evaluation.
         settings: the spec's ``measure`` section.
+        timing: the study's fp32 reference (latency is timed interleaved with it and reported
+            as a ratio with an interval), its name for the lock and whom to tell of a wait.
 
     Raises:
         HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
@@ -237,12 +261,13 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         acc.end(accuracy)
     perf = [o for o in objectives if isinstance(o, Performance)]
     foot = [o for o in objectives if isinstance(o, Footprint)]
-    throughput = None
+    throughput, latency = None, None
     if perf or foot:
         batch = next(task.evaluation.batches(settings.performance.batch_size))[0]
         start = time.perf_counter()
-        _timing_pass(path, batch, settings, perf, foot)
-        seconds["timing"] = time.perf_counter() - start
+        latency, waited = _timing_pass(path, batch, settings, perf, foot, timing)
+        seconds["lock_wait"] = waited
+        seconds["timing"] = time.perf_counter() - start - waited
         if perf:
             throughput = perf[0].throughput(settings.performance.batch_size)
     for size in (o for o in objectives if isinstance(o, ModelSize)):
@@ -253,4 +278,29 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         raise TrialError(f"objective values are not finite: {bad}")
-    return Measurement(values=values, throughput=throughput, seconds=seconds)
+    return Measurement(values=values, throughput=throughput, seconds=seconds, latency=latency)
+
+
+def retime(paths: Sequence[Path], batch: dict[str, np.ndarray], settings: MeasureSection,
+           timing: Timing, rounds: int) -> tuple[list[LatencyStats], float]:
+    """Time several models and the fp32 reference together, interleaved, in one process.
+
+    Every model gets a warm-up, then ``rounds`` rounds in which each model and the reference
+    run a block of ``runs_per_round`` timed runs, in an order that rotates each round (the
+    confirm phase). Returns each model's figures against the reference, and the lock wait.
+    """
+    p = settings.performance
+    with latency_lock(timing.holder, timing.on_wait) as waited:
+        try:
+            sessions = [open_session(path, p.threads) for path in paths]
+            for _ in range(p.warmup + 1):
+                timing.reference.run(batch)
+                for session in sessions:
+                    session.run(None, batch)
+            runners = [functools.partial(timing.reference.session.run, None, batch)]
+            runners += [functools.partial(s.run, None, batch) for s in sessions]
+            timers = [[Performance()] for _ in runners]
+            timed = interleaved_rounds(runners, timers, rounds=rounds, runs=p.runs_per_round)
+        except Exception as exc:
+            raise TrialError(f"confirm timing failed: {type(exc).__name__}: {exc}") from exc
+    return [latency_stats(model, timed[0]) for model in timed[1:]], waited

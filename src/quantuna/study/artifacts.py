@@ -16,8 +16,9 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from quantuna.results import TuneResult, summarize
+from quantuna.results import TuneResult
 from quantuna.spec import StudySpec
+from quantuna.summary import summarize
 
 logger = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "config.yaml"

@@ -7,14 +7,17 @@ Imports no optuna, so the CLI can read attrs without paying for it at ``--help``
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
+from typing import Any
 
 # study user attrs
 BASELINE = "baseline"  # the fp32 measurement: values, throughput, accuracy_target, host, cpu
 SENSITIVITY = "sensitivity"  # the node ranking: [{node, op_type, loss}]
 SETUP = "quantuna"  # how the study was made: mode, objectives, higher_is_better
 SPEC_PATH = "spec"  # the spec file the study was made from (load_results(study) reads it)
+CONFIRMED = "confirmed"  # the confirm phase: fp32 and each front trial re-timed together
 
 # trial user attrs
 CONFIG = "config"
@@ -22,6 +25,10 @@ CONFIG_KEY = "config_key"
 SUMMARY = "summary"
 HOST = "host"
 CPU = "cpu"
+CPU_CORES = "cpu_cores"  # physical cores
+CPU_ISA = "cpu_isa"  # the ISA features that decide int8 speed (avx2, avx512f, VNNI, AMX)
+THREADS = "threads"  # {latency: intra-op threads of the timing loop, accuracy: of the evaluation}
+LATENCY = "latency"  # ms, fp32_ms, ratio, low, high (95 % interval), rounds, runs
 VALUES = "values"
 RELATIVE = "relative"
 CONSTRAINT = "constraint"
@@ -40,15 +47,49 @@ PRUNE_REASON = "prune_reason"  # the study's pruner stopped the accuracy pass (w
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"
 
-def host_facts() -> dict[str, str]:
-    """The host name and CPU, recorded on every trial (latencies compare only on one CPU)."""
-    cpu = platform.processor() or platform.machine()
+INT8_ISA = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8",
+            "asimddp", "i8mm")  # x86 and Arm dot-product features
+
+
+def _cpuinfo() -> tuple[str | None, int | None, list[str]]:
+    """Model name, physical cores and int8-relevant ISA flags from /proc/cpuinfo (Linux)."""
+    name, cores, flags = None, set(), set()
+    physical = "0"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and name is None:
+                    name = value
+                elif key == "physical id":
+                    physical = value
+                elif key == "core id":
+                    cores.add((physical, value))
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
     except OSError:
-        pass
-    return {HOST: socket.gethostname(), CPU: cpu}
+        return None, None, []
+    return name, len(cores) or None, [f for f in INT8_ISA if f in flags]
+
+
+def _physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except ImportError:
+        return os.cpu_count()
+
+
+def host_facts() -> dict[str, Any]:
+    """The host, its CPU model, physical cores and int8 ISA features, recorded on every trial.
+
+    Latencies compare only on one CPU; VNNI and AMX decide whether int8 pays at all.
+    """
+    name, cores, isa = _cpuinfo()
+    return {
+        HOST: socket.gethostname(),
+        CPU: name or platform.processor() or platform.machine(),
+        CPU_CORES: cores or _physical_cores(),
+        CPU_ISA: isa,
+    }

@@ -10,6 +10,7 @@ import optuna
 
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError, TrialError
+from quantuna.metrics import unreachable_bound
 from quantuna.ort.measure import AccuracyTask, Measurement, OnProgress, measure
 from quantuna.ort.quantize import quantize
 from quantuna.study import attrs
@@ -33,7 +34,8 @@ def measure_model(session: Session, path: Path, target: float | None = None,
         target=target,
         on_progress=on_progress,
     )
-    return measure(path, objectives=session.objectives, task=task, settings=session.spec.measure)
+    return measure(path, objectives=session.objectives, task=task, settings=session.spec.measure,
+                   timing=session.timing)
 
 
 def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
@@ -70,10 +72,31 @@ def measure_fp32(session: Session) -> dict[str, Any]:
         raise SpecError(f"{session.spec.where}: the fp32 model cannot be measured: {exc}") from None
     finally:
         path.unlink(missing_ok=True)
+    target = session.accuracy_target(m.values["accuracy"])
+    check_reachable(session, m.values["accuracy"], target)
     return {
         "values": m.values,
         "throughput": m.throughput,
-        "accuracy_target": session.accuracy_target(m.values["accuracy"]),
+        "accuracy_target": target,
         "seconds": m.seconds,
+        # fp32 timed against the reference session of the same model: the noise floor
+        attrs.LATENCY: m.latency.to_dict() if m.latency is not None else None,
+        attrs.THREADS: {"latency": session.spec.measure.performance.threads,
+                        "accuracy": session.spec.measure.accuracy_threads},
         **attrs.host_facts(),
     }
+
+
+def check_reachable(session: Session, baseline_accuracy: float, target: float) -> None:
+    """A target beyond the metric's bound is a spec error, raised before any trial runs."""
+    bound = unreachable_bound(session.metric, target)
+    if bound is None:
+        return
+    name, sign = session.metric.name, ">=" if session.metric.higher_is_better else "<="
+    criterion = session.spec.tuning.accuracy_criterion.as_dict()
+    criterion.pop("higher_is_better", None)
+    raise SpecError(
+        f"{session.spec.where}: tuning.accuracy_criterion: {criterion} asks for {name} {sign} "
+        f"{target:.6g} (fp32 scores {baseline_accuracy:.6g}), beyond {name}'s bound of {bound:g}: "
+        "no model can meet it; relax the criterion"
+    )

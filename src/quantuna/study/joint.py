@@ -266,11 +266,11 @@ def _measure_now(session: Session, config: QuantConfig, seconds: dict[str, float
     # one file per measurement: your trials may quantize one config of several models at once
     out = session.spec.workdir / "models" / f"{config.key()}-{uuid.uuid4().hex[:12]}.onnx"
     if trial is None:
-        return measure_config(session, config, seconds, lambda key, value: None, None, out=out)
+        return measure_config(session, config, seconds, lambda key, value: None, None, out=out)[0]
     target = baseline["accuracy_target"]
     hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
-        return measure_config(session, config, seconds, trial.set_user_attr, target, hook, out=out)
+        return measure_config(session, config, seconds, trial.set_user_attr, target, hook, out=out)[0]
     except HopelessTrial as exc:
         violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
         stop_hopeless(trial, str(exc), violation, seconds, None)

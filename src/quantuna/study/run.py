@@ -15,12 +15,14 @@ from quantuna._compat import experimental_quiet, storage_url, study_storage
 from quantuna._secrets import redact_url
 from quantuna._util import check_writable_dir
 from quantuna.errors import SpecError, TrialError
+from quantuna.ort.latency import LockWaitHook
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
+from quantuna.study.confirm import confirm_front
 from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import DistinctSampler, WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
@@ -111,6 +113,8 @@ def run_study(
     calibration: Any = None,
     evaluation: Any = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    on_lock_wait: LockWaitHook | None = None,
+    confirm: bool = True,
 ) -> TuneResult:
     """Run (or resume) the study a spec describes until its trial budget is spent.
 
@@ -129,6 +133,10 @@ def run_study(
         evaluation: ``(batch, labels)`` pairs replacing the spec's evaluation data.
         sampler: an Optuna sampler instance replacing the spec's ``study.sampler`` (wrapped by
             the distinct-config guard; it is not reseeded per worker).
+        on_lock_wait: called with the holder (``pid N, study S``) when a trial starts waiting
+            for the per-host latency lock, and with None when it has it (a progress bar).
+        confirm: run the confirm phase at the end (``measure.confirm``; workers of ``--jobs``
+            leave it to the parent).
 
     Returns:
         A :class:`TuneResult` with the study, the baseline and the feasible Pareto trials.
@@ -140,6 +148,8 @@ def run_study(
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
+    if session.timing is not None and on_lock_wait is not None:
+        session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
     check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
     database = sqlite_file(spec.storage)
     if database is not None:
@@ -157,6 +167,8 @@ def run_study(
         limit = (timeout if timeout is not None else spec.tuning.exit_policy.timeout) or None
         _optimize(study, session, baseline, budget, remaining, limit, callbacks)
     result = collect_results(study, session)
+    if confirm:
+        result = confirm_front(study, session, result)
     write_study_note(result)
     return result
 

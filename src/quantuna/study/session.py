@@ -29,6 +29,7 @@ from quantuna.objective import (
     resolve_objective,
 )
 from quantuna.ort.calibrate import RangeCache
+from quantuna.ort.latency import Reference, Timing
 from quantuna.ort.measure import AccuracyTask, probe_metric
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
@@ -56,6 +57,7 @@ class Session:
     ranges: RangeCache
     eval_batch_size: int
     eval_func: Callable[[Any], float] | None = None
+    timing: Timing | None = None
 
     @property
     def directions(self) -> list[Literal["minimize", "maximize"]]:
@@ -193,6 +195,8 @@ def prepare(
         ranges=ranges,
         eval_batch_size=fixed or spec.data.evaluation.batch_size,
         eval_func=eval_func,
+        # one fp32 session held open for the study: every latency is timed interleaved with it
+        timing=Timing(Reference(model.path, spec.measure.performance.threads), f"study {spec.name}"),
     )
 
 

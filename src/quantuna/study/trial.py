@@ -112,17 +112,25 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
     """The Optuna objective function of ``study``: one trial's life, left to right."""
     base_values = baseline["values"]
     target = baseline["accuracy_target"]
-    facts = attrs.host_facts()
+    facts = {**attrs.host_facts(), attrs.THREADS: {
+        "latency": session.spec.measure.performance.threads,
+        "accuracy": session.spec.measure.accuracy_threads}}
 
     def objective(trial: optuna.Trial) -> Sequence[float] | float:
         config = session.space.suggest(trial)
         _record_config(trial, config, facts)
         seconds: dict[str, float] = {}
-        values, reused = _values_of(study, trial, session, config, seconds, target, base_values)
+        stop_at = target if _early_stop_allowed(study, session, baseline) else None
+        values, reused, latency = _values_of(study, trial, session, config, seconds, target,
+                                             stop_at, baseline)
         constraint = accuracy_constraint(values["accuracy"], target, session.metric.higher_is_better)
         set_constraint(trial, constraint)
+        relative = {k: _ratio(v, base_values.get(k)) for k, v in values.items()}
+        if latency is not None and "performance" in relative:
+            relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
         trial.set_user_attr(attrs.VALUES, values)
-        trial.set_user_attr(attrs.RELATIVE, {k: _ratio(v, base_values.get(k)) for k, v in values.items()})
+        trial.set_user_attr(attrs.RELATIVE, relative)
+        trial.set_user_attr(attrs.LATENCY, latency)
         trial.set_user_attr(attrs.CONSTRAINT, constraint)
         trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
         trial.set_user_attr(attrs.REUSED_FROM, reused)
@@ -130,12 +138,24 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         model_file = session.model_path_for(config)
         saved = model_file if session.spec.study.save_models and model_file.is_file() else None
         upload_trial_artifacts(trial, config.to_yaml(), saved, session.spec)
-        return _optuna_values(trial, session, values, base_values)
+        return _optuna_values(trial, session, values, base_values, latency)
 
     return objective
 
 
-def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, str]) -> None:
+def _early_stop_allowed(study: optuna.Study, session: Session, baseline: dict[str, Any]) -> bool:
+    """Stop hopeless evaluations early only once some trial meets the target.
+
+    Until then every trial is measured fully: when nothing is feasible, the best-effort answer
+    must have its accuracy and latency, not a stop reason.
+    """
+    base = baseline["values"]["accuracy"]
+    if accuracy_constraint(base, baseline["accuracy_target"], session.metric.higher_is_better) <= 0:
+        return True  # fp32 meets it (its trial is in the warm start)
+    return any(t.user_attrs.get(attrs.FEASIBLE) for t in study.get_trials(deepcopy=False))
+
+
+def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, Any]) -> None:
     trial.set_user_attr(attrs.CONFIG, config.to_dict())
     trial.set_user_attr(attrs.CONFIG_KEY, config.key())
     trial.set_user_attr(attrs.SUMMARY, config.summary())
@@ -143,24 +163,35 @@ def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, st
         trial.set_user_attr(name, value)
 
 
+def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:
+    """The fp32 trial's latency figures: ratio 1 (it is the reference), the baseline's noise."""
+    stored = baseline.get(attrs.LATENCY)
+    if not stored:
+        return None
+    return {**stored, "ratio": 1.0, "low": min(stored["low"], 1.0), "high": max(stored["high"], 1.0)}
+
+
 def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
-               seconds: dict[str, float], target: float,
-               base_values: dict[str, float]) -> tuple[dict[str, float], int | str | None]:
-    """The trial's objective values and where they came from (None: measured now)."""
+               seconds: dict[str, float], target: float, stop_at: float | None,
+               baseline: dict[str, Any]) -> tuple[dict[str, float], int | str | None, dict[str, Any] | None]:
+    """The trial's objective values, where they came from (None: measured now), its latency."""
     if config.is_fp32:
         trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
-        return dict(base_values), "baseline"
+        return dict(baseline["values"]), "baseline", fp32_latency(baseline)
     previous = claim_measurement(study, trial, config.key(), find_measured)
     if previous is not None and attrs.VALUES not in previous.user_attrs:
         stored = previous.user_attrs
         stop_hopeless(trial, stored[attrs.STOP_REASON], stored[attrs.CONSTRAINT], seconds,
                       previous.number)
     if previous is not None:
-        trial.set_user_attr(attrs.MODEL_SHA256, previous.user_attrs.get(attrs.MODEL_SHA256))
-        return dict(previous.user_attrs[attrs.VALUES]), previous.number
-    hook = pruner_hook(trial, session, base_values["accuracy"])
+        for key in (attrs.MODEL_SHA256, attrs.MODEL_BYTES):
+            trial.set_user_attr(key, previous.user_attrs.get(key))
+        return (dict(previous.user_attrs[attrs.VALUES]), previous.number,
+                previous.user_attrs.get(attrs.LATENCY))
+    hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
-        return measure_config(session, config, seconds, trial.set_user_attr, target, hook), None
+        values, latency = measure_config(session, config, seconds, trial.set_user_attr, stop_at, hook)
+        return values, None, latency
     except HopelessTrial as exc:
         violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
         stop_hopeless(trial, str(exc), violation, seconds, None)
@@ -175,9 +206,9 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
 
 
 def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
-                   record: Record, target: float | None,
-                   on_progress: OnProgress | None = None, out: Path | None = None) -> dict[str, float]:
-    """Calibrate (cached), quantize and measure one config; its objective values.
+                   record: Record, target: float | None, on_progress: OnProgress | None = None,
+                   out: Path | None = None) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Calibrate (cached), quantize and measure one config; its values and latency figures.
 
     ``record(key, value)`` keeps the side facts (``trial.set_user_attr`` in a trial); with
     ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass; ``out``
@@ -205,17 +236,18 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
     seconds.update(m.seconds)
     if m.throughput is not None:
         record(attrs.THROUGHPUT, m.throughput)
-    return m.values
+    return m.values, (m.latency.to_dict() if m.latency is not None else None)
 
 
 def _optuna_values(trial: optuna.Trial, session: Session, values: dict[str, float],
-                   base_values: dict[str, float]) -> Sequence[float] | float:
+                   base_values: dict[str, float], latency: dict[str, Any] | None) -> Sequence[float] | float:
     ordered = [values[n] for n in session.objective_names]
     if session.mode == "pareto":
         return ordered
-    score = weighted_ratio_score(
-        ordered, [base_values[n] for n in session.objective_names],
-        session.higher_is_better, session.weights,
-    )
+    base = [base_values[n] for n in session.objective_names]
+    if latency is not None and "performance" in session.objective_names:
+        i = session.objective_names.index("performance")  # the interleaved ratio: drift cancels
+        ordered[i], base[i] = float(latency["ratio"]), 1.0
+    score = weighted_ratio_score(ordered, base, session.higher_is_better, session.weights)
     trial.set_user_attr(attrs.WEIGHTED_SCORE, score)
     return score

@@ -37,7 +37,9 @@ from quantuna._compat import experimental_quiet, stop_requested
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
+from quantuna.study.artifacts import write_study_note
 from quantuna.study.budget import count_spent
+from quantuna.study.confirm import confirm_front
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import check_budget, load_results, run_study
@@ -228,7 +230,12 @@ def run_jobs(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return load_results(loaded, mode=mode), [proc.exitcode for proc in procs]
+    result = load_results(loaded, mode=mode)  # the workers leave the confirm phase to this process
+    assert result.session is not None
+    confirmed = confirm_front(result.study, result.session, result)
+    if confirmed is not result:
+        write_study_note(confirmed)
+    return confirmed, [proc.exitcode for proc in procs]
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

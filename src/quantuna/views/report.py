@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from quantuna._util import atomic_write
-from quantuna.results import NO_FEASIBLE, TuneResult, objective_labels, summarize
+from quantuna.results import TuneResult
+from quantuna.summary import NO_FEASIBLE, objective_labels, summarize
 from quantuna.views.tradeoff import require_plotly, tradeoff_figure, write_png
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def _summary_html(result: TuneResult) -> str:
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if not summary.has_front:
-        table += f'<p class="note">{html.escape(NO_FEASIBLE)}</p>'
+        table += f'<p class="note">{html.escape(summary.best_effort or NO_FEASIBLE)}</p>'
     return f"<dl>{facts}</dl><h2>Feasible Pareto set</h2>{table}"
 
 

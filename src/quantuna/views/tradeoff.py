@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from quantuna.errors import QuantunaError
-from quantuna.results import TuneResult, objective_labels
+from quantuna.results import TuneResult
+from quantuna.summary import objective_labels
 
 logger = logging.getLogger(__name__)
 REPORT_EXTRA = "pip install 'quantuna[report]'"

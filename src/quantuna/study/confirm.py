@@ -1,0 +1,128 @@
+"""Confirm before you report: the front's candidates and fp32 re-timed together at the end of a run.
+
+Each trial's latency was timed against fp32 in its own moment; the front compares trials timed
+minutes apart. The confirm phase rebuilds the models of the feasible front and of the layer just behind it (up
+to ``measure.confirm.candidates``, the weighted pick first), then times them and the fp32 reference
+in one process, in ``measure.confirm.rounds`` interleaved rounds (:func:`quantuna.ort.measure.retime`).
+
+Optuna's values of a finished trial cannot change, and neither can its user attrs, so the
+figures go to the study's ``confirmed`` user attr: ``{"fp32": {...}, "trials": {"<number>":
+{ms, fp32_ms, ratio, low, high, rounds, runs, rebuilt_identical}}, "rounds", "runs", host facts}``.
+:func:`quantuna.results.collect_results` reads them back into every confirmed ``TrialResult``,
+so the CLI, the note, the report, the export and the pick all use the confirmed figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from quantuna._util import sha256_file
+from quantuna.ort.measure import retime
+from quantuna.ort.quantize import quantize
+from quantuna.results import LATENCY, TrialResult, TuneResult, collect_results, pareto_front
+from quantuna.study import attrs
+from quantuna.study.session import Session
+
+logger = logging.getLogger(__name__)
+
+
+def candidates(result: TuneResult, limit: int) -> list[TrialResult]:
+    """The trials to confirm, at most ``limit``: the weighted pick, the front, then the next layer.
+
+    A trial's own figures can be off by more than their interval says (two sessions of one model
+    differ; the machine changed between rounds), so a trial just behind the front is confirmed
+    too: the second non-dominated layer of the feasible trials follows the front, each layer
+    fastest first.
+    """
+    if not result.pareto:
+        return []
+    first = result.pick("weighted").trial
+    front = {t.number for t in result.pareto}
+    rest = [t for t in result.trials if t.feasible and t.number not in front]
+    second = pareto_front(rest, result.objective_names, result.higher_is_better)
+
+    def fastest(layer: list[TrialResult]) -> list[TrialResult]:
+        return sorted((t for t in layer if t.number != first.number),
+                      key=lambda t: (t.ratio if t.ratio is not None else float("inf"), t.number))
+
+    chosen = [first] if first.number in front else []
+    return (chosen + fastest(result.pareto) + fastest(second))[:limit]
+
+
+def _rebuild(session: Session, trial: TrialResult, directory: Path) -> Path:
+    """The trial's model file again (same code path: the same bytes)."""
+    ranges = session.ranges.get(trial.config).path if trial.config.approach == "static" else None
+    return quantize(session.model, trial.config, directory / f"confirm-{trial.number}.onnx", ranges=ranges)
+
+
+def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
+                  passes: int = 2) -> TuneResult:
+    """Re-time the front and fp32 together until every candidate has confirmed figures.
+
+    Confirmed figures can change the front (a trial that looked fast may not be); a second pass
+    times the new front. Figures of earlier passes stay (each is a ratio to fp32 timed in its own
+    pass). Returns the study's results read again. Off with ``measure.confirm: false``, without a
+    performance objective, or without a feasible front.
+    """
+    settings = session.spec.measure.confirm_settings
+    if settings is None or LATENCY not in result.objective_names or session.timing is None:
+        return result
+    for _ in range(passes):
+        chosen = candidates(result, settings.candidates)
+        stored = dict(study.user_attrs.get(attrs.CONFIRMED) or {})
+        done = stored.get("trials", {})
+        if not chosen or all(str(t.number) in done for t in chosen):
+            break
+        start = time.perf_counter()
+        try:
+            record = _measure(session, chosen, settings.rounds)
+        except Exception as exc:  # noqa: BLE001  (the study's results stand without it)
+            logger.warning("the confirm phase failed (%s: %s); reporting the trials' own figures",
+                           type(exc).__name__, exc)
+            break
+        record["seconds"] = time.perf_counter() - start - record["lock_wait"]
+        record["trials"] = {**done, **record["trials"]}
+        study.set_user_attr(attrs.CONFIRMED, record)
+        logger.info("confirmed trials %s against fp32 in %.1f s", sorted(record["trials"]), record["seconds"])
+        result = collect_results(study, session)
+    return result
+
+
+def _measure(session: Session, chosen: list[TrialResult], rounds: int) -> dict[str, Any]:
+    assert session.timing is not None
+    directory = session.spec.workdir / "models"
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    identical: dict[int, bool] = {}
+    try:
+        for t in chosen:
+            key = t.model_sha256 or f"trial-{t.number}"
+            if key not in paths:
+                paths[key] = _rebuild(session, t, directory)
+            identical[t.number] = t.model_sha256 == sha256_file(paths[key])
+        batch = next(session.evaluation.batches(session.spec.measure.performance.batch_size))[0]
+        keys = list(paths)
+        stats, waited = retime([paths[k] for k in keys], batch, session.spec.measure,
+                               session.timing, rounds)
+    finally:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+    by_key = dict(zip(keys, stats))
+    trials = {}
+    for t in chosen:
+        figures = by_key[t.model_sha256 or f"trial-{t.number}"]
+        trials[str(t.number)] = {**figures.to_dict(), "rebuilt_identical": identical[t.number]}
+    first = stats[0]
+    return {
+        "fp32": {"ms": first.fp32_ms, "rounds": first.rounds, "runs": first.runs},
+        "trials": trials,
+        "rounds": first.rounds,
+        "runs": first.runs,
+        "lock_wait": waited,
+        **attrs.host_facts(),
+    }
