@@ -218,6 +218,7 @@ def run_jobs(
     Returns:
         The study's results and the workers' exit codes (negative: killed by that signal).
     """
+    check_budget(n_trials, None)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
