@@ -249,6 +249,21 @@ def check_writable_dir(directory: Path, *, where: str) -> None:
                         "writable directory)")
 
 
+def check_own_dir(directory: Path, *, where: str) -> None:
+    """Refuse a cache folder someone else could have filled: a symlink, another user's, or one
+    anyone may write to (a spec in /tmp and a planted ``<stem>.quantuna/``). Absent is fine."""
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & stat.S_IWOTH):
+        raise SpecError(
+            f"{where}: {cut(str(directory), 160)} is not a folder of yours that only you may write "
+            f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); remove it or fix it"
+        )
+
+
 def check_output_path(path: Path, *, where: str) -> Path:
     """Refuse, before any work, an output path that cannot be written; nothing is created.
 

@@ -12,7 +12,7 @@ import optuna
 
 from quantuna._compat import experimental_quiet
 from quantuna._secrets import redact_url
-from quantuna._util import check_writable_dir
+from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
@@ -108,10 +108,12 @@ def run_study(
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
     check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
+    check_own_dir(spec.workdir, where=f"{spec.where}: the study's folder")
     database = sqlite_file(spec.storage)
     if database is not None:
         check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
     study = open_study(session)
+    spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed)  # the space with its node knobs
