@@ -70,6 +70,7 @@ def _npz(tiny_dir: Path, name: str, **arrays: np.ndarray) -> str:
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.array(["cat"] * 10)}, "numeric labels"),
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.eye(3)[np.zeros(10, int)]}, "one class"),
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.full(10, 0.5)}, "whole class"),
+    ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.arange(1, 11) % 4}, "run from 0 to 3"),
 ])
 def test_bad_data(tiny_dir: Path, which: str, arrays: dict[str, np.ndarray], match: str) -> None:
     spec = tiny_spec(tiny_dir)
