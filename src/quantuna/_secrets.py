@@ -86,7 +86,7 @@ def _scrub_known(text: str) -> str:
 
 def redact_text(text: str) -> str:
     """Free text with every URL in it redacted and every remembered password masked."""
-    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)) if "://" in m.group(0) else m.group(0), text)
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     return _scrub_known(text)
 
 

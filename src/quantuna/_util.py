@@ -26,6 +26,9 @@ from quantuna.errors import QuantunaError, SpecError
 MAX_QUOTED = 120  # characters of a value quoted in an error message
 MAX_YAML_BYTES = 4 << 20  # a spec or a config file is small; a bigger one is not ours
 MAX_YAML_NODES = 100_000  # nodes after alias expansion (a "billion laughs" file has 10**9)
+MAX_YAML_DEPTH = 100  # levels of nesting (a spec has 4)
+_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
 
 
 def cut(text: str, limit: int = MAX_QUOTED) -> str:
@@ -53,19 +56,13 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -85,16 +82,19 @@ class _SafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int = 0) -> int:
     """How many nodes ``node`` stands for once every alias is expanded (memoised per node)."""
+    if depth > MAX_YAML_DEPTH:
+        raise RecursionError  # read_yaml says what is wrong
     known = sizes.get(id(node))
     if known is not None:
         return known
     sizes[id(node)] = MAX_YAML_NODES + 1  # a recursive alias expands forever
     if isinstance(node, yaml.SequenceNode):
-        total = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+        total = 1 + sum(_expanded_size(child, sizes, depth + 1) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
-        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+        total = 1 + sum(_expanded_size(k, sizes, depth + 1) + _expanded_size(v, sizes, depth + 1)
+                        for k, v in node.value)
     else:
         total = 1
     sizes[id(node)] = min(total, MAX_YAML_NODES + 1)
@@ -127,6 +127,8 @@ def read_yaml(path: Path, *, what: str) -> dict[str, Any]:
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
             raise SpecError(f"{path}: its aliases expand past {MAX_YAML_NODES} nodes; refused")
         raw = None if node is None else loader.construct_document(node)
+    except RecursionError:  # deeper than we allow, or than PyYAML's recursion can go
+        raise SpecError(f"{path}: nested deeper than {MAX_YAML_DEPTH} levels; refused") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark is not None else ""
@@ -253,6 +255,21 @@ def check_writable_dir(directory: Path, *, where: str) -> None:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
         raise SpecError(f"{where}: cannot write in {cut(str(directory), 160)} ({parent} is not a "
                         "writable directory)")
+
+
+def check_own_dir(directory: Path, *, where: str) -> None:
+    """Refuse a cache folder someone else could have filled: a symlink, another user's, or one
+    anyone may write to (a spec in /tmp and a planted ``<stem>.quantuna/``). Absent is fine."""
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & stat.S_IWOTH):
+        raise SpecError(
+            f"{where}: {cut(str(directory), 160)} is not a folder of yours that only you may write "
+            f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); remove it or fix it"
+        )
 
 
 def check_output_path(path: Path, *, where: str) -> Path:

@@ -122,6 +122,17 @@ def check_labels(metric: Metric, labels: np.ndarray | None, where: str) -> None:
             raise SpecError(f"{where}.labels: {metric.name} needs whole class indices, got fractions")
 
 
+def check_classes(metric: Metric, labels: np.ndarray | None, outputs: np.ndarray, where: str) -> None:
+    """top-k labels must index the model's classes (labels 1..10 for 10 classes score low)."""
+    if labels is None or metric.name not in ("top1", "top5") or not len(outputs):
+        return
+    classes = outputs.reshape(len(outputs), -1).shape[1]
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= classes:
+        raise SpecError(f"{where}.labels: {metric.name} labels run from {low} to {high}, but the "
+                        f"model scores {classes} classes (0 to {classes - 1})")
+
+
 def metric_value(metric: Metric, value: object, where: str) -> float:
     """``value`` as the metric's number, or a SpecError saying what the metric returned."""
     if isinstance(value, np.ndarray) and value.shape == ():

@@ -70,6 +70,7 @@ def _npz(tiny_dir: Path, name: str, **arrays: np.ndarray) -> str:
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.array(["cat"] * 10)}, "numeric labels"),
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.eye(3)[np.zeros(10, int)]}, "one class"),
     ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.full(10, 0.5)}, "whole class"),
+    ("evaluation", {"x": np.zeros((10, 1, 4, 4), np.float32), "y": np.arange(1, 11) % 4}, "run from 0 to 3"),
 ])
 def test_bad_data(tiny_dir: Path, which: str, arrays: dict[str, np.ndarray], match: str) -> None:
     spec = tiny_spec(tiny_dir)
@@ -151,3 +152,14 @@ def test_an_opset_onnxruntime_cannot_run_is_refused_before_anything_is_written(t
     model.opset_import[0].version = onnx.defs.onnx_opset_version() + 1  # onnx.checker accepts it
     onnx.save(model, str(tiny_dir / "tiny.onnx"))
     _refused(tiny_dir, tiny_spec(tiny_dir), "onnxruntime cannot run tiny.onnx")
+
+
+def test_a_custom_metric_minimised_in_the_objectives_needs_its_own_direction(tiny_dir: Path) -> None:
+    (tiny_dir / "my_metrics.py").write_text(METRICS)
+    tuning = _tuning(tiny_dir, multi_objectives={"objective": ["accuracy", "performance"],
+                                                 "higher_is_better": [False, False]})
+    spec = tiny_spec(tiny_dir, accuracy={"metric": "my_metrics.py:fine"}, tuning=tuning)
+    _refused(tiny_dir, spec, "set accuracy.higher_is_better: false")
+    spec["accuracy"]["higher_is_better"] = False  # both say lower is better: the constraint agrees
+    session = prepare(load_spec(write_spec(tiny_dir, spec)))
+    assert session.higher_is_better[0] is False and session.metric.higher_is_better is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -82,3 +83,32 @@ def test_other_operational_errors_are_not_retried(tmp_path: Path, monkeypatch: p
     with pytest.raises(Exception, match="unable to open"):
         make_storage(f"sqlite:///{tmp_path / 'new.db'}")
     assert len(calls) == 1
+
+
+def test_a_ctrl_c_swallowed_by_a_gc_callback_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+    import weakref
+
+    from quantuna.study.interrupt import Interrupt
+
+    class Thing:
+        pass
+
+    def raising(ref: Any) -> None:  # what SIGINT does when it lands in SQLAlchemy's _collection_gced
+        raise KeyboardInterrupt
+
+    seen: list[Any] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with Interrupt().installed():
+            thing = Thing()
+            ref = weakref.ref(thing, raising)
+            del thing
+            gc.collect()
+            assert ref() is None
+            sys.unraisablehook(type("Info", (), {"exc_value": ValueError("other")})())
+    finally:
+        sys.unraisablehook = previous
+    assert [type(i.exc_value) for i in seen] == [ValueError]  # others still reach the old hook
+    assert "Traceback" not in capsys.readouterr().err

@@ -163,3 +163,12 @@ def test_a_billion_laughs_file_is_refused_quickly_in_one_short_line(tmp_path: Pa
     assert len(str(info.value)) < 300
     path.write_text("a: &x [1, 2]\nb: *x\n")  # a few aliases are fine
     assert read_yaml(path, what="x")["b"] == [1, 2]
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 20000 + "]" * 20000, "a: " + "[" * 400 + "]" * 400,
+                                  "a: &x [*x]"])
+def test_deep_or_recursive_yaml_is_one_line_not_a_recursion_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(SpecError, match="nested deeper|aliases expand"):
+        read_yaml(path, what="a study spec")

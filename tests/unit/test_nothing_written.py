@@ -68,3 +68,18 @@ def test_an_os_error_in_a_command_is_one_line_exit_2(capsys: pytest.CaptureFixtu
     assert dispatch(handler, argparse.Namespace()) == 2
     err = capsys.readouterr().err
     assert err.strip() == "quantuna: error: /root/secret/out.onnx: Permission denied"
+
+
+@pytest.mark.parametrize("planted", ["world-writable", "symlink"])
+def test_a_planted_cache_folder_is_refused_before_the_study_exists(tiny_dir: Path, planted: str) -> None:
+    spec = write_spec(tiny_dir, tiny_spec(tiny_dir))
+    workdir = tiny_dir / "tiny.quantuna"
+    if planted == "symlink":
+        (tiny_dir / "theirs").mkdir()
+        workdir.symlink_to(tiny_dir / "theirs")
+    else:
+        workdir.mkdir()
+        os.chmod(workdir, 0o777)
+    with pytest.raises(SpecError, match="not a folder of yours"):
+        run_study(spec, n_trials=1)
+    assert not (tiny_dir / "tiny.db").exists()

@@ -30,7 +30,7 @@ import numpy as np
 from quantuna._util import cut
 from quantuna.data import Dataset
 from quantuna.errors import HopelessTrial, PrunedTrial, SpecError, TrialError
-from quantuna.metrics import Metric, best_reachable, metric_value
+from quantuna.metrics import Metric, best_reachable, check_classes, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
 from quantuna.ort.latency import (
@@ -121,6 +121,7 @@ def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
     except Exception as exc:
         raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation "
                         f"batch ({ort_reason(exc)})") from None
+    check_classes(task.metric, task.evaluation.labels, outputs, f"{where}: data.evaluation")
     try:
         value = task.metric.fn(outputs, batch.labels)
     except Exception as exc:

@@ -13,7 +13,7 @@ import optuna
 
 from quantuna._compat import experimental_quiet, storage_url, study_storage
 from quantuna._secrets import redact_url
-from quantuna._util import check_writable_dir
+from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.latency import LockWaitHook
 from quantuna.results import TuneResult, collect_results
@@ -151,10 +151,12 @@ def run_study(
     if session.timing is not None and on_lock_wait is not None:
         session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
     check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
+    check_own_dir(spec.workdir, where=f"{spec.where}: the study's folder")
     database = sqlite_file(spec.storage)
     if database is not None:
         check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
     study = open_study(session, sampler=sampler)
+    spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs

@@ -266,6 +266,13 @@ def _directions(
                     f"contradicts {name}{f' ({metric.name})' if name == 'accuracy' else ''}, where "
                     f"{way} is better; give {natural} or leave the list out"
                 )
+            if name == "accuracy" and not builtin and bool(given[i]) != natural:
+                # the constraint follows the metric's direction: they must agree
+                raise SpecError(
+                    f"{spec.where}: tuning.multi_objectives.higher_is_better[{i}]: {given[i]} for "
+                    f"accuracy, but the metric is taken as {'higher' if natural else 'lower'}-is-"
+                    f"better; set accuracy.higher_is_better: {str(given[i]).lower()}"
+                )
             out.append(bool(given[i]))
         else:
             out.append(natural)

@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +167,27 @@ def run_worker(
             gate.close()
 
 
-def _job(entry: Callable[[list[str]], int], argv: list[str]) -> None:
+def _job(entry: Callable[[list[str]], int], argv: list[str], stopping: Any) -> None:
+    """A worker process: started with SIGINT ignored (a Ctrl-C while it boots would print a
+    traceback), it takes SIGINT again once it can end cleanly, and leaves at once if the parent
+    already asked the workers to stop."""
     os.setpgrp()  # Ctrl-C reaches the parent only; it stops the workers after their trial
-    sys.exit(entry(argv))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = 130 if stopping.is_set() else entry(argv)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while processes are spawned (they inherit it until :func:`_job` runs)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_jobs(
@@ -202,6 +220,7 @@ def run_jobs(
     Returns:
         The study's results and the workers' exit codes (negative: killed by that signal).
     """
+    check_budget(n_trials, None)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
@@ -210,15 +229,17 @@ def run_jobs(
     if on_ready is not None:
         on_ready(study, max(0, budget - spent))
     context = multiprocessing.get_context("spawn")
+    stopping = context.Event()
     procs = [
-        context.Process(target=_job, args=(entry, argv), name=f"quantuna-worker-{i}")
+        context.Process(target=_job, args=(entry, argv, stopping), name=f"quantuna-worker-{i}")
         for i in range(min(jobs, max(0, budget - spent)))
     ]
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        for proc in procs:
-            proc.start()
+        with _children_ignore_ctrl_c():
+            for proc in procs:
+                proc.start()
         while any(proc.is_alive() for proc in procs):
             next(p for p in procs if p.is_alive()).join(timeout=1.0)
             now = count_spent(study)
@@ -226,6 +247,7 @@ def run_jobs(
                 on_progress(study, now - spent)
             spent = max(spent, now)
     except BaseException:  # Ctrl-C, SIGTERM, or anything else: no worker outlives the parent
+        stopping.set()  # a worker still booting leaves as soon as it can
         _stop(procs)
         raise
     finally:
