@@ -25,6 +25,7 @@ from quantuna.data import Dataset, load_dataset
 from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
+from quantuna.ort.prepare import PrepareSettings, prepare_model
 from quantuna.ort.quantize import quantize
 from quantuna.spec import DataSource, redact_url
 
@@ -96,7 +97,8 @@ def export_trial(result: Any, *, trial: int | None = None, rule: str = "weighted
     calibration = {
         "path": str(source.path) if source.path else None,
         "loader": source.loader,
-        "inputs": dict(source.inputs) if source.inputs else None,
+        "inputs": source.inputs_as_plain() if source.inputs else None,
+        "constants": dict(source.constants) if source.constants else None,
         "size": source.size,
         "batch_size": session.ranges.batch_size,
         "sha256": session.calibration.sha256,
@@ -107,7 +109,8 @@ def export_trial(result: Any, *, trial: int | None = None, rule: str = "weighted
         "calibration": {k: v for k, v in calibration.items() if v is not None},
         "provenance": {
             "versions": versions(),
-            "source_model": {"path": str(session.model.path), "sha256": session.model.sha256},
+            "source_model": _source_model(session),
+            "preparation": session.preparation.provenance() if session.preparation else None,
             "study": session.spec.name,
             "storage": redact_url(session.spec.storage),
             "trial": chosen.number,
@@ -126,6 +129,14 @@ def export_trial(result: Any, *, trial: int | None = None, rule: str = "weighted
     }
 
 
+def _source_model(session: Any) -> dict[str, str]:
+    """The user's file (before preparation) and its sha256."""
+    prepared = session.preparation
+    if prepared is None:
+        return {"path": str(session.model.path), "sha256": session.model.sha256}
+    return {"path": str(prepared.source), "sha256": prepared.source_sha256}
+
+
 def write_export(document: dict[str, Any], out: str | Path) -> Path:
     """Write an export document as YAML."""
     out = Path(out)
@@ -139,11 +150,13 @@ def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any) 
     batch_size = int(info.get("batch_size", 32))
     if isinstance(override, Dataset):
         return override, batch_size
+    mapping: dict[str, Any] = {"inputs": info.get("inputs"), "constants": info.get("constants"),
+                               "size": info.get("size")}
     if override is not None:
-        source = DataSource(path=Path(override), inputs=info.get("inputs"), size=info.get("size"))
+        source = DataSource(path=Path(override), **mapping)
     elif info.get("path") or info.get("loader"):
         path = Path(info["path"]) if info.get("path") else None
-        source = DataSource(path=path, loader=info.get("loader"), inputs=info.get("inputs"), size=info.get("size"))
+        source = DataSource(path=path, loader=info.get("loader"), **mapping)
     else:
         raise SpecError(
             "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
@@ -185,11 +198,12 @@ def apply(
         exported = config
     else:
         exported = ExportedConfig.read(config)
-    info = inspect_model(Path(model), where="model")
+    source = inspect_model(Path(model), where="model")
     expected = exported.provenance.get("source_model", {}).get("sha256")
-    if expected and expected != info.sha256:
+    if expected and expected != source.sha256:
         logger.warning("the model differs from the one the config was tuned on")
     with tempfile.TemporaryDirectory(prefix="quantuna-apply-") as tmp:
+        info = _prepared(source.path, exported, Path(tmp))
         ranges = None
         if exported.config.approach == "static":
             data, batch_size = _calibration_data(exported, info, calibration)
@@ -203,6 +217,20 @@ def apply(
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(built, out)
         return onnx.load(str(built))
+
+
+def _prepared(model: Path, exported: ExportedConfig, tmp: Path) -> Any:
+    """The model prepared as the study prepared it (the export's provenance says how)."""
+    recorded = exported.provenance.get("preparation")
+    if recorded is not None:
+        settings = PrepareSettings.from_dict(recorded.get("settings") or {})
+    else:  # a bare config: the default preparation, with the opset its format needs
+        c = exported.config
+        settings = PrepareSettings(needs_opset=13 if c.per_channel and c.quant_format == "QDQ" else 0)
+    prepared = prepare_model(model, settings, tmp / "prepared")
+    if recorded is not None and recorded.get("sha256") not in (None, prepared.sha256):
+        logger.warning("the prepared model differs from the study's (other onnx/onnxruntime versions?)")
+    return inspect_model(prepared.path, where="model (prepared)")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -45,7 +45,8 @@ class TrialResult:
         attrs = trial.user_attrs
         return cls(
             number=trial.number,
-            config=QuantConfig.from_dict(attrs["config"]),
+            # a config that quantized nothing is the fp32 model, and is reported as such
+            config=QuantConfig() if attrs.get("is_fp32") else QuantConfig.from_dict(attrs["config"]),
             values=dict(attrs["values"]),
             relative=dict(attrs.get("relative", {})),
             constraint=float(attrs["constraint"]),
@@ -188,11 +189,12 @@ def _dominates(a: list[float], b: list[float], higher: list[bool]) -> bool:
 
 
 def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]) -> list[TrialResult]:
-    """The feasible, non-dominated trials, one per distinct config (the first trial of each)."""
+    """The feasible, non-dominated trials, one per distinct model (the first trial of each):
+    configs whose quantized files are byte-identical are one point."""
     distinct: dict[str, TrialResult] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.feasible:
-            distinct.setdefault(t.config.key(), t)
+            distinct.setdefault(t.model_sha256 or t.config.key(), t)
     pool = list(distinct.values())
     vecs = {t.number: [t.values[n] for n in names] for t in pool}
     return [

@@ -32,6 +32,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"model     {model.path} (sha256 {model.sha256[:12]}, {len(model.compute_nodes)} compute nodes)")
     for info in model.inputs:
         print(f"  input   {info.name} {list(info.shape)}")
+    if session.preparation is not None:
+        print(f"prepared  {'; '.join(session.preparation.applied) or 'nothing to do'}")
+    for note in session.notes:
+        print(f"note      {note}")
     print(f"data      calibration {len(session.calibration)} samples, evaluation "
           f"{len(session.evaluation)} samples")
     directions = ", ".join(f"{n} ({'max' if h else 'min'})"

@@ -15,15 +15,30 @@ from quantuna.config import QuantConfig
 TYPE_PAIRS = {"U8S8": ("QUInt8", "QInt8"), "U8U8": ("QUInt8", "QUInt8"), "S8S8": ("QInt8", "QInt8")}
 
 
-def quantizer_extra_options(config: QuantConfig) -> dict[str, object]:
-    """``extra_options`` of ``quantize_static`` / ``quantize_dynamic`` for ``config``."""
+def quantizer_extra_options(config: QuantConfig, *, subgraphs: bool = False) -> dict[str, object]:
+    """``extra_options`` of ``quantize_static`` / ``quantize_dynamic`` for ``config``.
+
+    ``subgraphs``: the model has control-flow bodies; dynamic quantization enters them
+    (onnxruntime's static quantizers cannot: QOperator fails, QDQ leaves them in float).
+    """
     options: dict[str, object] = {"WeightSymmetric": bool(config.weight_symmetric)}
     if config.approach == "static":
         options["ActivationSymmetric"] = bool(config.activation_symmetric)
+    if config.approach == "dynamic" and subgraphs:
+        options["EnableSubgraph"] = True
     return options
 
 
-def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[str, Any]:
+def quantizable_by_mode() -> dict[str, frozenset[str]]:
+    """The op types each way of quantizing handles: ``dynamic`` and ``QOperator`` by their
+    registries; QDQ wraps any op type in Q/DQ pairs, so it is left out (no limit)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QLinearOpsRegistry
+
+    return {"dynamic": frozenset(IntegerOpsRegistry), "QOperator": frozenset(QLinearOpsRegistry)}
+
+
+def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str], *,
+                     subgraphs: bool = False) -> dict[str, Any]:
     """The keyword arguments both onnxruntime quantizers take, for ``config``."""
     from onnxruntime.quantization import QuantType
 
@@ -34,7 +49,7 @@ def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[s
         "reduce_range": bool(config.reduce_range),
         "weight_type": QuantType[weight],
         "nodes_to_exclude": nodes_to_exclude,
-        "extra_options": quantizer_extra_options(config),
+        "extra_options": quantizer_extra_options(config, subgraphs=subgraphs),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from quantuna.data import Dataset
+from quantuna.errors import SpecError
 from quantuna.ort.options import session_options
 
 
@@ -45,3 +46,30 @@ def output_chunks(
             with around():
                 (result,) = session.run([name], batch)
         yield result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return (text or type(exc).__name__)[:300]
+
+
+def check_runs(path: Path, dataset: Dataset, batch_size: int, *, where: str) -> None:
+    """Run one real batch of ``dataset`` through the model: whatever the baseline would hit.
+
+    Raises:
+        SpecError: onnxruntime cannot load the model, or cannot run the batch (one line: the
+            data, onnxruntime's reason and the shapes fed).
+    """
+    try:
+        session = open_session(path, 1)
+    except Exception as exc:
+        raise SpecError(f"{where}: onnxruntime cannot load the model {path.name} "
+                        f"({_one_line(exc)})") from None
+    batch = next(dataset.batches(batch_size))[0]
+    try:
+        session.run(None, batch)
+    except Exception as exc:
+        fed = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in batch.items())
+        expected = ", ".join(f"{i.name} {i.shape} {i.type}" for i in session.get_inputs())
+        raise SpecError(f"{where}: the fp32 model cannot run one batch ({_one_line(exc)}); fed "
+                        f"{fed}; the model takes {expected}") from None

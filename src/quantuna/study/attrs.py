@@ -15,6 +15,8 @@ import optuna
 BASELINE = "baseline"  # the fp32 measurement: values, throughput, accuracy_target, host, cpu
 SENSITIVITY = "sensitivity"  # the node ranking: [{node, op_type, loss}]
 SETUP = "quantuna"  # how the study was made: mode, objectives, higher_is_better
+FAILED_SETTING = "failed_setting:"  # + key: a setting that fails for this model {setting, reason, trial}
+PREPARATION = "preparation"  # what model preparation applied (see quantuna.ort.prepare)
 
 # trial user attrs
 CONFIG = "config"
@@ -35,6 +37,9 @@ CALIBRATION_REUSED = "calibration_reused"
 WEIGHTED_SCORE = "weighted_ratio_score"
 FAIL_REASON = "fail_reason"
 STOP_REASON = "stop_reason"
+INT8_OPS = "int8_ops"  # integer computations in the quantized file (0: it is the fp32 model)
+INT8_OP_TYPES = "int8_op_types"  # those computations by op type
+AS_FP32 = "is_fp32"  # True: the config quantized nothing, the trial answered with the baseline
 
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"

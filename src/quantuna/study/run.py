@@ -4,6 +4,7 @@ run until its budget is spent; ``load_results()`` reads it back without running 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from quantuna.study.session import Session, prepare
 from quantuna.study.storage import make_storage
 from quantuna.study.trial import make_objective
 
+logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 SpecSource = str | Path | dict[str, Any] | StudySpec
 
@@ -105,6 +107,7 @@ def run_study(
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
     study = open_study(session)
+    record_preparation(study, session)
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed)  # the space with its node knobs
@@ -119,6 +122,15 @@ def run_study(
     result = collect_results(study, session)
     write_study_note(result)
     return result
+
+
+def record_preparation(study: optuna.Study, session: Session) -> None:
+    """Store what model preparation applied (once per study) and say the session's notes."""
+    if session.preparation is not None and attrs.PREPARATION not in study.user_attrs:
+        study.set_user_attr(attrs.PREPARATION,
+                            {**session.preparation.provenance(), "notes": list(session.notes)})
+    for note in session.notes:
+        logger.warning("%s", note)
 
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,

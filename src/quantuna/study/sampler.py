@@ -7,7 +7,8 @@ spends a trial of the budget. This wrapper draws each trial's whole configuratio
 ``suggest``: the base sampler proposes (its multivariate ``sample_relative`` first, then
 ``sample_independent`` for the knobs it left), and while the proposal is a config some other
 trial of the study already has, it proposes again, up to ``attempts`` times; after that it takes
-an unused config of the space at random. Only when the space is exhausted does a trial repeat a
+an unused config of the space at random; configs of a setting that failed for this model
+(:mod:`quantuna.study.failures`) count as used. Only when the space is exhausted does a trial repeat a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
 
@@ -29,7 +30,9 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, trial_id
+from quantuna.config import QuantConfig
 from quantuna.space import SearchSpace
+from quantuna.study.failures import failed_settings, is_blocked
 
 DEFAULT_ATTEMPTS = 12
 
@@ -67,7 +70,7 @@ class DistinctSampler(BaseSampler):
             if t.number != trial.number and "config_key" in t.user_attrs
         }
 
-    def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], str]:
+    def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], QuantConfig]:
         relative = self.base.sample_relative(
             study, trial, self.base.infer_relative_search_space(study, trial)
         )
@@ -81,18 +84,24 @@ class DistinctSampler(BaseSampler):
             params[name] = value
             return value
 
-        return params, self._space.build(choose).key()
+        return params, self._space.build(choose)
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
+        failed = failed_settings(study)  # settings that fail for this model, by any worker
+
+        def usable(config: QuantConfig) -> bool:
+            return config.key() not in taken and not is_blocked(config, failed)
+
         params: dict[str, Any] = {}
         for _ in range(self._attempts):
-            params, key = self._propose(study, trial)
-            if key not in taken:
+            params, config = self._propose(study, trial)
+            if usable(config):
                 return params
-        unused = [p for p, config in self._space.enumerate() if config.key() not in taken]
-        if not unused:
-            return params  # the space is exhausted: the trial repeats a config (and reuses it)
+        unused = [p for p, config in self._space.enumerate() if usable(config)]
+        if not unused:  # the space is exhausted: the trial repeats a config (and reuses it)
+            repeats = [p for p, config in self._space.enumerate() if not is_blocked(config, failed)]
+            return params if not repeats or params in repeats else dict(self._rng.choice(repeats))
         return dict(self._rng.choice(unused))
 
     # --- BaseSampler ---------------------------------------------------------------------------

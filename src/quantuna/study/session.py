@@ -20,7 +20,10 @@ from quantuna.metrics import Metric, resolve_metric
 from quantuna.model import ModelInfo, build_model, inspect_model
 from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_objective
 from quantuna.ort.calibrate import RangeCache
-from quantuna.space import SearchSpace
+from quantuna.ort.options import quantizable_by_mode
+from quantuna.ort.prepare import Prepared, PrepareSettings, prepare_model
+from quantuna.ort.session import check_runs
+from quantuna.space import SearchSpace, required_opset
 from quantuna.spec import StudySpec
 from quantuna.study.sampler import sampler_missing_modules
 
@@ -44,6 +47,8 @@ class Session:
     ranges: RangeCache
     eval_batch_size: int
     eval_func: Callable[[Any], float] | None = None
+    preparation: Prepared | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def directions(self) -> list[Literal["minimize", "maximize"]]:
@@ -132,9 +137,8 @@ def prepare(
     where = spec.where
     mode = mode or spec.tuning.mode
     _check_study_settings(spec, mode)
-    if spec.model_build is not None:
-        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
-    model = inspect_model(spec.model, where=f"{where}: model")
+    preparation = prepare_spec_model(spec)
+    model = inspect_model(preparation.path, where=f"{where}: model (prepared)")
     metric = resolve_metric(
         spec.accuracy.metric, spec.accuracy.higher_is_better, where=f"{where}: accuracy.metric"
     )
@@ -154,7 +158,8 @@ def prepare(
         where=f"{where}: data.evaluation",
         need_labels=metric.needs_labels and eval_func is None,
     )
-    space = SearchSpace(spec.space, model, len(calibration_set), where=where)
+    space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
+                        where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
     if too_big:
         raise SpecError(
@@ -163,8 +168,10 @@ def prepare(
         )
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
-    fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
-    calib_batch = fixed or spec.data.calibration.batch_size
+    calib_batch = _fixed_batch(model, calibration_set) or spec.data.calibration.batch_size
+    eval_batch = _fixed_batch(model, evaluation_set) or spec.data.evaluation.batch_size
+    check_runs(model.path, calibration_set, calib_batch, where=f"{where}: data.calibration")
+    check_runs(model.path, evaluation_set, eval_batch, where=f"{where}: data.evaluation")
     ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
                         calib_batch, op_types=sorted(space.op_knobs))
     return Session(
@@ -179,9 +186,30 @@ def prepare(
         objective_names=names,
         higher_is_better=hib,
         ranges=ranges,
-        eval_batch_size=fixed or spec.data.evaluation.batch_size,
+        eval_batch_size=eval_batch,
         eval_func=eval_func,
+        preparation=preparation,
+        notes=(*preparation.notes, *space.notes),
     )
+
+
+def prepare_spec_model(spec: StudySpec) -> Prepared:
+    """The spec's model, built on first use, checked, then prepared (cached beside the spec)."""
+    where = spec.where
+    if spec.model_build is not None:
+        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
+    inspect_model(spec.model, where=f"{where}: model")
+    settings = PrepareSettings(spec.prepare.preprocess, spec.prepare.opset,
+                               required_opset(spec.space))
+    return prepare_model(spec.model, settings, spec.workdir / "prepared", where=f"{where}: model")
+
+
+def _fixed_batch(model: ModelInfo, data: Dataset) -> int | None:
+    """The batch size a model fixes on its first sampled input's batch axis, if it does."""
+    for info in model.inputs:
+        if info.name in data.inputs and info.shape:
+            return info.shape[data.axes.get(info.name, 0)]
+    return None
 
 
 def _check_study_settings(spec: StudySpec, mode: str) -> None:
