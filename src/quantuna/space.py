@@ -63,7 +63,8 @@ class SearchSpace:
             if missing:
                 raise SpecError(
                     f"{where}: space.op_types.{missing[0]}: the model has no {missing[0]} node "
-                    f"(its op types: {', '.join(model.op_types)})"
+                    f"(its op types: {', '.join(model.op_types)}; model preparation may have fused "
+                    "it: prepare.preprocess: off keeps the graph as it is)"
                 )
             op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()}
         if not op_knobs:
