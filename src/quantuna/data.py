@@ -195,7 +195,7 @@ def _constant(value: Any, info: InputInfo, origin: str) -> np.ndarray:
         if not np.all(np.equal(np.mod(array, 1), 0)):
             raise SpecError(f"{origin}: constant {info.name!r} = {value!r} is not a whole number, "
                             f"the model expects {np.dtype(info.dtype)}")
-    return np.ascontiguousarray(array.astype(info.dtype))
+    return np.array(array, dtype=info.dtype, order="C")  # (ascontiguousarray makes scalars 1-d)
 
 
 def _show(shape: tuple[int | None, ...]) -> str:

@@ -65,9 +65,13 @@ def check_runs(path: Path, dataset: Dataset, batch_size: int, *, where: str) -> 
     except Exception as exc:
         raise SpecError(f"{where}: onnxruntime cannot load the model {path.name} "
                         f"({_one_line(exc)})") from None
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the reason is raised, not also printed
     batch = next(dataset.batches(batch_size))[0]
     try:
-        session.run(None, batch)
+        session.run(None, batch, quiet)
     except Exception as exc:
         fed = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in batch.items())
         expected = ", ".join(f"{i.name} {i.shape} {i.type}" for i in session.get_inputs())
