@@ -171,3 +171,52 @@ def test_int8_ops_are_counted_from_the_graph_alone(tiny_dir: Path) -> None:
     ops = count_int8_ops(out)
     assert ops.get("ConvInteger") == 1 and ops.get("DynamicQuantizeLinear", 0) >= 1
     assert count_int8_ops(tiny_dir / "tiny.onnx") == {}
+
+
+def _masked_attention(path: Path) -> Path:
+    """A BERT-style score path: MatMul + an attention mask of -inf, Softmax, MatMul."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, 8), np.float32)
+    mask[0, 5:] = -np.inf
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (16, 8)).astype(np.float32), "wq"),
+             numpy_helper.from_array(mask, "mask"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 3)).astype(np.float32), "wo")]
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["s"], name="scores"),
+             helper.make_node("Add", ["s", "mask"], ["masked"], name="mask_add"),
+             helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "wo"], ["logits"], name="out")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_percentile_and_entropy_calibrate_activations_with_non_finite_values(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    model = _masked_attention(tmp_path / "attn.onnx")
+    x = np.random.default_rng(1).normal(0, 1, (40, 16)).astype(np.float32)
+    y = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.savez(tmp_path / "attn.npz", x=x, y=y.argmax(1))
+    spec = tiny_spec(tmp_path, model="attn.onnx", space={
+        "approach": ["static"], "calibrate_method": ["Percentile", "Entropy"],
+        "op_types": {"MatMul": ["int8"], "Gemm": ["int8"]}})  # MatMul+Add fuse into Gemm
+    spec["data"] = {"calibration": {"path": "attn.npz", "inputs": {"x": "x"}, "batch_size": 10},
+                    "evaluation": {"path": "attn.npz", "inputs": {"x": "x"}, "labels": "y"}}
+    spec["tuning"]["accuracy_criterion"] = {"absolute": 1.0}
+    result = run_study(write_spec(tmp_path, spec, "attn.yaml"), n_trials=2)
+    assert not result.failed
+    methods = {t.config.calibrate_method for t in result.trials}
+    assert methods == {"Percentile", "Entropy"}
+    assert all(result.study.trials[t.number].user_attrs["int8_ops"] > 0 for t in result.trials)
+
+
+def test_clip_non_finite_keeps_finite_values_and_clips_the_rest() -> None:
+    from quantuna.ort.calibrate import clip_non_finite
+
+    a = np.array([-np.inf, -2.0, 1.0, np.inf, np.nan], np.float32)
+    assert clip_non_finite(a).tolist() == [-2.0, -2.0, 1.0, 1.0, 0.0]
+    finite = np.array([1.0, 2.0], np.float32)
+    assert clip_non_finite(finite) is finite

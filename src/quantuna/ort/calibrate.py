@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quantuna._util import file_lock
 from quantuna.config import QuantConfig
 from quantuna.data import Batch, Dataset
@@ -90,11 +92,53 @@ def compute_ranges(
             calibrate_method=method,
             extra_options=options,
         )
+        if hasattr(calibrator, "num_bins"):  # Entropy, Percentile: histograms
+            calibrator.collector = finite_histograms(calibrator)
         with captured("calibrate"):
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, out)
+
+
+def clip_non_finite(array: np.ndarray) -> np.ndarray:
+    """``array`` with -inf/+inf clipped to its finite extremes and NaN to the nearest of them to 0.
+
+    An attention mask of -inf, a log of 0: one non-finite value makes onnxruntime's histogram
+    fail (``supplied range of [-inf, inf] is not finite``) for the whole calibration. Clipped, the
+    histogram covers the finite values, which are what int8 can represent anyway.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    values = array[finite]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    nan = min(max(0.0, low), high)
+    return np.nan_to_num(array, nan=nan, posinf=high, neginf=low)
+
+
+def finite_histograms(calibrator: Any) -> Any:
+    """onnxruntime's ``HistogramCollector`` for ``calibrator``, fed finite values only."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    class FiniteHistogramCollector(HistogramCollector):
+        def collect(self, name_to_arr: dict[str, Any]) -> Any:
+            clean = {}
+            for name, value in name_to_arr.items():
+                arrays = value if isinstance(value, list) else [value]
+                fixed = [clip_non_finite(np.asarray(a)) for a in arrays]
+                if any(f is not a for f, a in zip(fixed, arrays)):
+                    logger.debug("calibration: non-finite values of %s clipped", name)
+                clean[name] = fixed if isinstance(value, list) else fixed[0]
+            return super().collect(clean)
+
+    return FiniteHistogramCollector(
+        method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
+        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+        scenario=calibrator.scenario,
+    )
 
 
 class RangeCache:
