@@ -155,7 +155,7 @@ def _concat(items: Iterable[Any], where: str, source: DataSource | None = None) 
 
 
 def _mismatch(origin: str, info: InputInfo, array: np.ndarray, detail: str) -> SpecError:
-    return SpecError(f"{origin}: input {info.name!r} has shape {list(array.shape)} but the model "
+    return SpecError(f"{origin}: input {info.name!r} has shape {tuple(array.shape)} but the model "
                      f"expects {_show(info.shape)} ({detail})")
 
 

@@ -97,7 +97,7 @@ def test_a_constant_that_cannot_fit_is_one_line_naming_the_file_input_and_shapes
         prepare(load_spec(write_spec(tmp_path, spec, "vad.yaml")))
     message = str(err.value)
     assert "\n" not in message and "bad.npz" in message and "'h'" in message
-    assert "[1, 1, 4]" in message and "[1, 1, 8]" in message
+    assert "(1, 1, 4)" in message and "[1, 1, 8]" in message
 
 
 def _state_model(path: Path) -> Path:
