@@ -160,3 +160,22 @@ def test_validate_runs_one_real_batch_and_fails_where_run_would(tmp_path: Path) 
     assert len(lines) == 1 and "data.calibration: the fp32 model cannot run one batch" in lines[0]
     assert "x [20, 5] float32" in lines[0] or "x [" in lines[0]
     assert not (tmp_path / "sym.db").exists()  # nothing written
+
+
+def test_a_file_onnxruntime_cannot_load_is_one_line_naming_it(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery", domain="example.custom")], "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("example.custom", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    np.savez(tmp_path / "bad.npz", x=np.zeros((8, 4), np.float32), y=np.zeros(8, np.int64))
+    spec = tiny_spec(tmp_path, model="bad.onnx", space={})
+    spec["data"] = {"calibration": {"path": "bad.npz"}, "evaluation": {"path": "bad.npz", "labels": "y"}}
+    with pytest.raises(SpecError) as err:
+        prepare(load_spec(write_spec(tmp_path, spec, "bad.yaml")))
+    message = str(err.value)
+    assert "\n" not in message and "bad.onnx" in message
+    assert "onnxruntime cannot load" in message or "not a valid ONNX model" in message

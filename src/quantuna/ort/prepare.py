@@ -224,8 +224,9 @@ def _preprocess(model: onnx.ModelProto, settings: PrepareSettings, tmp: Path,
             continue
         skipped = [name for name, on in (("symbolic shape inference", skip_symbolic),
                                          ("optimisation", skip_optimization)) if on]
-        applied.append("quant_pre_process" + (f" without {' and '.join(skipped)} "
-                                              f"({failures[0]})" if skipped else ""))
+        reason = failures[0][:100] + ("..." if len(failures[0]) > 100 else "") if failures else ""
+        applied.append("quant_pre_process" + (f" without {' and '.join(skipped)} ({reason})"
+                                              if skipped else ""))
         return result
     if settings.preprocess == "on":
         raise SpecError(f"{where}: prepare.preprocess: quant_pre_process failed ({failures[0]}); "

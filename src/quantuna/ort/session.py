@@ -53,8 +53,11 @@ def _one_line(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:300]
 
 
-def check_runs(path: Path, dataset: Dataset, batch_size: int, *, where: str) -> None:
+def check_runs(path: Path, dataset: Dataset, batch_size: int, *, where: str,
+               shown: str | None = None) -> None:
     """Run one real batch of ``dataset`` through the model: whatever the baseline would hit.
+
+    ``shown`` names the model in messages (the user's file rather than its prepared copy).
 
     Raises:
         SpecError: onnxruntime cannot load the model, or cannot run the batch (one line: the
@@ -63,7 +66,7 @@ def check_runs(path: Path, dataset: Dataset, batch_size: int, *, where: str) -> 
     try:
         session = open_session(path, 1)
     except Exception as exc:
-        raise SpecError(f"{where}: onnxruntime cannot load the model {path.name} "
+        raise SpecError(f"{where}: onnxruntime cannot load the model {shown or path} "
                         f"({_one_line(exc)})") from None
     import onnxruntime as ort
 

@@ -158,6 +158,13 @@ def prepare(
         where=f"{where}: data.evaluation",
         need_labels=metric.needs_labels and eval_func is None,
     )
+    calib_batch = _fixed_batch(model, calibration_set) or spec.data.calibration.batch_size
+    eval_batch = _fixed_batch(model, evaluation_set) or spec.data.evaluation.batch_size
+    shown = f"{spec.model} (prepared: {model.path.name})"
+    check_runs(model.path, calibration_set, calib_batch, where=f"{where}: data.calibration",
+               shown=shown)
+    check_runs(model.path, evaluation_set, eval_batch, where=f"{where}: data.evaluation",
+               shown=shown)
     space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
                         where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
@@ -168,10 +175,6 @@ def prepare(
         )
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
-    calib_batch = _fixed_batch(model, calibration_set) or spec.data.calibration.batch_size
-    eval_batch = _fixed_batch(model, evaluation_set) or spec.data.evaluation.batch_size
-    check_runs(model.path, calibration_set, calib_batch, where=f"{where}: data.calibration")
-    check_runs(model.path, evaluation_set, eval_batch, where=f"{where}: data.evaluation")
     ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
                         calib_batch, op_types=sorted(space.op_knobs))
     return Session(
