@@ -175,14 +175,16 @@ def inspect_result(spec: Path, directory: Path) -> dict[str, Any]:
         reason = str(t.user_attrs.get("fail_reason", "interrupted"))[:140]
         reasons[reason] = reasons.get(reason, 0) + 1
     trials = study.get_trials(deepcopy=False)
+    failing = [v for k, v in study.user_attrs.items() if k.startswith("failed_setting:")]
     return {
+        "after_failure": _spent_after_failure(trials, failing),
         "preparation": study.user_attrs.get("preparation", {}),
         "notes": list(session.notes),
         "complete": len(result.trials), "failed": reasons,
         "stopped": len(result.stopped_early),
         "as_fp32": sum(1 for t in trials if t.user_attrs.get("is_fp32")),
         "reused": sum(1 for t in result.trials if t.reused_from is not None),
-        "failed_settings": [v for k, v in study.user_attrs.items() if k.startswith("failed_setting:")],
+        "failed_settings": failing,
         "pick": result.pick("weighted"), "baseline": result.baseline["values"],
         "target": result.baseline["accuracy_target"],
         "pick_int8": count_int8_ops(pick_file), "pick_bytes": pick_file.stat().st_size,
@@ -190,6 +192,20 @@ def inspect_result(spec: Path, directory: Path) -> dict[str, Any]:
         "fp32_ms": fp32_ms, "pick_ms": pick_ms,
         "same_bytes": quantuna.export.file_sha256(pick_file) == document["measured"]["model_sha256"],
     }
+
+
+def _spent_after_failure(trials: list[Any], failing: list[dict[str, Any]]) -> int:
+    """Trials that used a setting after it first failed for the model (the target is 0)."""
+    from quantuna.config import QuantConfig
+    from quantuna.study.failures import is_blocked
+
+    spent = 0
+    for t in trials:
+        if "config" not in t.user_attrs:
+            continue
+        config = QuantConfig.from_dict(t.user_attrs["config"])
+        spent += sum(1 for f in failing if t.number > f["trial"] and is_blocked(config, [f]))
+    return spent
 
 
 def _fmt(value: float) -> str:
@@ -217,7 +233,8 @@ def section(row: dict[str, Any]) -> list[str]:
         f"{row['as_fp32']} quantized nothing and answered fp32), {row['stopped']} stopped early, "
         f"failed: {failed}",
         f"- settings recorded as failing for this model: "
-        f"{len(row['failed_settings'])} ({'; '.join(str(s['setting']) for s in row['failed_settings']) or '-'})",
+        f"{len(row['failed_settings'])} ({'; '.join(str(s['setting']) for s in row['failed_settings']) or '-'}); "
+        f"trials spent on one after it failed: {row['after_failure']}",
         f"- accuracy ({metric} vs fp32's own outputs): fp32 {_fmt(row['baseline']['accuracy'])}, "
         f"target {_fmt(row['target'])}, pick {_fmt(pick.trial.values['accuracy'])}",
         f"- pick (weighted rule): trial {pick.trial.number}, `{pick.trial.summary}`",
@@ -251,6 +268,28 @@ def summary_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, checked on this run."""
+    import importlib.util
+
+    done = [r for r in rows if "pick" in r]
+    mislabelled = sum(1 for r in done if not r["pick"].trial.config.is_fp32 and not r["pick_int8"])
+    lines = [
+        "Targets:", "",
+        f"- models studied (validate and run exit 0): {len(done)} of {len(rows)}",
+        f"- exported picks described as int8 with no int8 op: {mislabelled}",
+        f"- trials spent on a setting after it first failed for the model: "
+        f"{sum(r['after_failure'] for r in done)}",
+        "- fp32 and the pick re-timed interleaved in one process: every model (table above)",
+        f"- rebuilt by `apply` byte for byte: {sum(1 for r in done if r['same_bytes'])} of {len(done)}",
+    ]
+    if importlib.util.find_spec("sympy") is None:
+        lines.append("- sympy is not installed here, so onnxruntime's symbolic shape inference "
+                     "could not run: `preprocess: auto` went on without it (see each model)")
+    return [*lines, "- the machine is shared (2 cores; other test runs at the same time): the "
+            "latencies measured during the study are noisier than the interleaved re-timing"]
+
+
 def write_results(rows: list[dict[str, Any]], trials: int) -> Path:
     """studies/zoo/RESULTS.md."""
     from importlib import metadata
@@ -265,7 +304,7 @@ def write_results(rows: list[dict[str, Any]], trials: int) -> Path:
              "Each model is the `.onnx` file of a PyPI wheel, unzipped and given to quantuna "
              "unchanged. The data is made by `studies/zoo/models.py` (seeded); the labels are "
              "the fp32 model's own outputs, so fp32 scores 1 on top1 and cosine, 0 on mse.", "",
-             *summary_table(rows), ""]
+             *summary_table(rows), "", *targets(rows), ""]
     for row in rows:
         lines += section(row)
     out = HERE / "RESULTS.md"
@@ -278,7 +317,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--only", nargs="*", choices=[m.name for m in MODELS])
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "quantuna" / "zoo")
+    parser.add_argument("--fresh", action="store_true", help="start each study anew (keeps the wheels)")
     args = parser.parse_args()
+    if args.fresh:
+        import shutil
+
+        for model in MODELS:
+            (args.work / model.name / "spec.db").unlink(missing_ok=True)
+            shutil.rmtree(args.work / model.name / "spec.quantuna", ignore_errors=True)
     rows = []
     for model in MODELS:
         if args.only and model.name not in args.only:

@@ -220,3 +220,28 @@ def test_clip_non_finite_keeps_finite_values_and_clips_the_rest() -> None:
     assert clip_non_finite(a).tolist() == [-2.0, -2.0, 1.0, 1.0, 0.0]
     finite = np.array([1.0, 2.0], np.float32)
     assert clip_non_finite(finite) is finite
+
+
+def test_a_quantizer_that_rejects_an_op_type_is_narrowed_to_it_and_never_asked_again(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import quantuna.study.trial as trial_module
+    from quantuna.errors import TrialError
+
+    real = trial_module.quantize
+
+    def gemm_rejected(model, config, out, **kwargs):  # type: ignore[no-untyped-def]
+        if "Gemm" in config.op_types:
+            raise TrialError(f"onnxruntime cannot quantize {config.summary()}: The truth value ...")
+        return real(model, config, out, **kwargs)
+
+    monkeypatch.setattr(trial_module, "quantize", gemm_rejected)
+    spec = tiny_spec(tiny_dir, space={"approach": ["static"], "quant_format": ["QDQ"],
+                                      "op_types": {"Conv": ["int8", "fp32"], "Gemm": ["int8", "fp32"]}})
+    result = run_study(write_spec(tiny_dir, spec), n_trials=6)
+    trials = result.study.get_trials()
+    with_gemm = [t for t in trials if "Gemm" in t.user_attrs.get("config", {}).get("op_types", [])]
+    assert len(with_gemm) == 1 and with_gemm[0].state == optuna.trial.TrialState.FAIL
+    stored = [v for k, v in result.study.user_attrs.items() if k.startswith("failed_setting:")]
+    assert [s["setting"]["op_type"] for s in stored] == ["Gemm"]  # Conv quantizes alone: not blamed
+    assert stored[0]["setting"]["quant_format"] == "QDQ" and stored[0]["trial"] == with_gemm[0].number

@@ -1,7 +1,8 @@
 """Settings that fail because of the model: recorded once in the study, never proposed again.
 
 A calibration method that cannot calibrate this model fails every config that uses it, whatever
-the op types. The first trial that hits it stores the setting (the config fields it fixes) in a
+the op types; a quantizer that rejects one op type of this model (under an approach, format and
+per-channel choice) fails every config that quantizes it. The first trial that hits it stores the setting (the config fields it fixes) in a
 study user attr ``failed_setting:<key>``, with the reason and the trial; the log says it once;
 :class:`~quantuna.study.sampler.DistinctSampler` of every worker skips the configs it matches.
 """
@@ -21,9 +22,17 @@ from quantuna.study import attrs
 logger = logging.getLogger(__name__)
 
 
-def failed_setting_of(config: QuantConfig) -> dict[str, Any]:
-    """The fields a calibration failure depends on: the approach and the calibration setting."""
-    return {"approach": config.approach, **(config.calibration_setting or {})}
+def failed_setting_of(config: QuantConfig, op_type: str | None = None) -> dict[str, Any]:
+    """The fields a failure depends on.
+
+    Without ``op_type``: a calibration failure, the approach and the calibration setting. With
+    it: the quantizer rejected that op type alone, under this approach, format and per-channel
+    choice (``op_type`` matches every config that quantizes it).
+    """
+    if op_type is None:
+        return {"approach": config.approach, **(config.calibration_setting or {})}
+    return {"approach": config.approach, "quant_format": config.quant_format,
+            "per_channel": config.per_channel, "op_type": op_type}
 
 
 def _key(setting: dict[str, Any]) -> str:
@@ -47,11 +56,18 @@ def failed_settings(study: optuna.Study) -> list[dict[str, Any]]:
     return [v for k, v in study.user_attrs.items() if k.startswith(attrs.FAILED_SETTING)]
 
 
+def _matches(values: dict[str, Any], setting: dict[str, Any]) -> bool:
+    for key, value in setting.items():
+        if key == "op_type":
+            if value not in values.get("op_types", ()):
+                return False
+        elif value is not None and values.get(key) != value:
+            return False
+    return True
+
+
 def is_blocked(config: QuantConfig, settings: list[dict[str, Any]]) -> bool:
-    """Whether ``config`` has every field of one failing setting."""
+    """Whether ``config`` has every field of one failing setting (``op_type``: among its op
+    types; a field that is ``None`` in the setting matches anything)."""
     values = config.to_dict()
-    return any(
-        all(values.get(k) == v for k, v in s["setting"].items() if v is not None)
-        and all(k in values for k, v in s["setting"].items() if v is not None)
-        for s in settings
-    )
+    return any(_matches(values, s["setting"]) for s in settings)

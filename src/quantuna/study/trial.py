@@ -8,8 +8,10 @@ run fails with the reason in its attrs, and the study goes on.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -197,7 +199,9 @@ def quantize_config(study: optuna.Study, session: Session, config: QuantConfig,
     """Calibrate (cached) and quantize one config; the quantized file.
 
     A calibration that fails fails every config of its setting: the setting is recorded in the
-    study (see :mod:`quantuna.study.failures`) and no worker proposes it again.
+    study (see :mod:`quantuna.study.failures`) and no worker proposes it again. A quantizer that
+    rejects a config is narrowed to the op types it rejects alone; each is recorded with the
+    approach, format and per-channel choice.
     """
     ranges = None
     if config.approach == "static":
@@ -211,9 +215,29 @@ def quantize_config(study: optuna.Study, session: Session, config: QuantConfig,
         seconds["calibrate"] = got.seconds
         trial.set_user_attr(attrs.CALIBRATION_REUSED, got.reused)
     start = time.perf_counter()
-    path = quantize(session.model, config, session.model_path_for(config), ranges=ranges)
+    try:
+        path = quantize(session.model, config, session.model_path_for(config), ranges=ranges)
+    except TrialError as exc:
+        for op in failing_op_types(session, config, ranges):
+            record_failed_setting(study, failed_setting_of(config, op), str(exc), trial.number)
+        raise
     seconds["quantize"] = time.perf_counter() - start
     return path
+
+
+def failing_op_types(session: Session, config: QuantConfig, ranges: Path | None) -> list[str]:
+    """The op types that ``config``'s quantizer fails on alone (a rejected config, narrowed)."""
+    if len(config.op_types) == 1:
+        return list(config.op_types)
+    failing = []
+    with tempfile.TemporaryDirectory(prefix="quantuna-narrow-") as tmp:
+        for op in config.op_types:
+            try:
+                quantize(session.model, replace(config, op_types=(op,)), Path(tmp) / f"{op}.onnx",
+                         ranges=ranges)
+            except TrialError:
+                failing.append(op)
+    return failing
 
 
 def measure_file(session: Session, path: Path, seconds: dict[str, float],
