@@ -179,3 +179,10 @@ def test_a_file_onnxruntime_cannot_load_is_one_line_naming_it(tmp_path: Path) ->
     message = str(err.value)
     assert "\n" not in message and "bad.onnx" in message
     assert "onnxruntime cannot load" in message or "not a valid ONNX model" in message
+
+
+def test_the_latency_loops_batch_is_run_once_too(tmp_path: Path) -> None:
+    spec = _vad_dir(tmp_path)  # the model fixes its batch to 1
+    spec["measure"]["performance"]["batch_size"] = 4
+    with pytest.raises(SpecError, match=r"measure\.performance\.batch_size 4: the fp32 model cannot run one batch"):
+        prepare(load_spec(write_spec(tmp_path, spec, "vad.yaml")))

@@ -158,13 +158,7 @@ def prepare(
         where=f"{where}: data.evaluation",
         need_labels=metric.needs_labels and eval_func is None,
     )
-    calib_batch = _fixed_batch(model, calibration_set) or spec.data.calibration.batch_size
-    eval_batch = _fixed_batch(model, evaluation_set) or spec.data.evaluation.batch_size
-    shown = f"{spec.model} (prepared: {model.path.name})"
-    check_runs(model.path, calibration_set, calib_batch, where=f"{where}: data.calibration",
-               shown=shown)
-    check_runs(model.path, evaluation_set, eval_batch, where=f"{where}: data.evaluation",
-               shown=shown)
+    calib_batch, eval_batch = _check_feeds(spec, model, calibration_set, evaluation_set)
     space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
                         where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
@@ -205,6 +199,24 @@ def prepare_spec_model(spec: StudySpec) -> Prepared:
     settings = PrepareSettings(spec.prepare.preprocess, spec.prepare.opset,
                                required_opset(spec.space))
     return prepare_model(spec.model, settings, spec.workdir / "prepared", where=f"{where}: model")
+
+
+def _check_feeds(spec: StudySpec, model: ModelInfo, calibration: Dataset,
+                 evaluation: Dataset) -> tuple[int, int]:
+    """The calibration and evaluation batch sizes, each run once through the fp32 model (and the
+    latency loop's batch too): whatever the baseline would hit, hit here first."""
+    where = spec.where
+    calib_batch = _fixed_batch(model, calibration) or spec.data.calibration.batch_size
+    eval_batch = _fixed_batch(model, evaluation) or spec.data.evaluation.batch_size
+    shown = f"{spec.model} (prepared: {model.path.name})"
+    check_runs(model.path, calibration, calib_batch, where=f"{where}: data.calibration",
+               shown=shown)
+    check_runs(model.path, evaluation, eval_batch, where=f"{where}: data.evaluation", shown=shown)
+    timing_batch = spec.measure.performance.batch_size
+    if timing_batch != eval_batch:
+        check_runs(model.path, evaluation, timing_batch, shown=shown,
+                   where=f"{where}: measure.performance.batch_size {timing_batch}")
+    return calib_batch, eval_batch
 
 
 def _fixed_batch(model: ModelInfo, data: Dataset) -> int | None:
