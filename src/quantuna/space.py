@@ -47,12 +47,14 @@ class SearchSpace:
         *,
         sensitive: Sequence[tuple[str, str]] = (),
         quantizable: Mapping[str, Collection[str]] | None = None,
+        followers: Mapping[str, Collection[str]] | None = None,
         where: str = "spec",
     ) -> None:
         self._space = space
         self._model = model
         self._calibration_size = calibration_size
         self._quantizable = quantizable
+        self._followers = followers or {}
         self._where = where
         self.notes: list[str] = []
         all_ops = set(model.op_types) | set(model.subgraph_op_types)
@@ -97,6 +99,13 @@ class SearchSpace:
             return mode == "dynamic" and self._in_registry(mode, op)
         return self._in_registry(mode, op)
 
+    def _usable(self, mode: str, quantized: Sequence[str]) -> tuple[str, ...]:
+        """The op types of ``quantized`` that ``mode`` quantizes; none when all of them only
+        follow a quantized neighbour (MaxPool, Reshape... alone quantize nothing)."""
+        ops = tuple(op for op in quantized if self.can_quantize(mode, op))
+        followers = self._followers.get(mode, ())
+        return ops if any(op not in followers for op in ops) else ()
+
     def _in_registry(self, mode: str, op: str) -> bool:
         if self._quantizable is None or mode not in self._quantizable:
             return True
@@ -133,8 +142,9 @@ class SearchSpace:
         """Make a config by asking ``choose(name, values)`` for every knob that applies.
 
         Only combinations that quantize something are offered: an approach or format is asked
-        among those that can quantize one of the chosen op types, and the op types it cannot
-        quantize are dropped from the config (the same file, one key).
+        among those that can quantize one of the chosen op types (not only op types that follow
+        a quantized neighbour), and the op types it cannot quantize are dropped from the config
+        (the same file, one key).
         """
         s = self._space
 
@@ -148,7 +158,7 @@ class SearchSpace:
             for node, op in self.sensitive
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
-        usable = {m: tuple(op for op in quantized if self.can_quantize(m, op)) for m in self._modes()}
+        usable = {m: self._usable(m, quantized) for m in self._modes()}
         approaches = [a for a in s.approach
                       if any(usable.get(m) for m in (["dynamic"] if a == "dynamic" else s.quant_format))]
         if not quantized or not approaches:
@@ -185,7 +195,8 @@ class SearchSpace:
     def with_sensitive(self, nodes: Sequence[tuple[str, str]]) -> SearchSpace:
         """This space plus an int8/fp32 knob (``node.<name>``) for each (node, op type) pair."""
         return SearchSpace(self._space, self._model, self._calibration_size, sensitive=nodes,
-                           quantizable=self._quantizable, where=self._where)
+                           quantizable=self._quantizable, followers=self._followers,
+                           where=self._where)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""

@@ -245,3 +245,12 @@ def test_a_quantizer_that_rejects_an_op_type_is_narrowed_to_it_and_never_asked_a
     stored = [v for k, v in result.study.user_attrs.items() if k.startswith("failed_setting:")]
     assert [s["setting"]["op_type"] for s in stored] == ["Gemm"]  # Conv quantizes alone: not blamed
     assert stored[0]["setting"]["quant_format"] == "QDQ" and stored[0]["trial"] == with_gemm[0].number
+
+
+def test_op_types_that_only_follow_a_quantized_neighbour_are_not_offered_alone(tiny_dir: Path) -> None:
+    # Flatten is a direct-8-bit op for onnxruntime: quantized only after a quantized input
+    spec = tiny_spec(tiny_dir, space={"approach": ["static"], "quant_format": ["QOperator", "QDQ"],
+                                      "op_types": {"Flatten": ["int8", "fp32"], "Gemm": ["int8", "fp32"]}})
+    session = prepare(load_spec(write_spec(tiny_dir, spec)))
+    sets = {c.op_types for c in session.space.distinct_configs()}
+    assert ("Flatten",) not in sets and ("Flatten", "Gemm") in sets and () in sets

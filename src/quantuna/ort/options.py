@@ -37,6 +37,21 @@ def quantizable_by_mode() -> dict[str, frozenset[str]]:
     return {"dynamic": frozenset(IntegerOpsRegistry), "QOperator": frozenset(QLinearOpsRegistry)}
 
 
+def follower_op_types() -> dict[str, frozenset[str]]:
+    """The op types each static format quantizes only after a quantized neighbour (onnxruntime's
+    direct-8-bit ops such as Reshape and MaxPool, and the removable activations): a set of them
+    alone quantizes nothing."""
+    from onnxruntime.quantization.operators.activation import QDQRemovableActivation
+    from onnxruntime.quantization.operators.direct_q8 import Direct8BitOp, QDQDirect8BitOp
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    def followers(registry: dict[str, Any], kinds: tuple[type, ...]) -> frozenset[str]:
+        return frozenset(op for op, kind in registry.items() if issubclass(kind, kinds))
+
+    return {"QDQ": followers(QDQRegistry, (QDQDirect8BitOp, QDQRemovableActivation)),
+            "QOperator": followers(QLinearOpsRegistry, (Direct8BitOp,))}
+
+
 def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str], *,
                      subgraphs: bool = False) -> dict[str, Any]:
     """The keyword arguments both onnxruntime quantizers take, for ``config``."""

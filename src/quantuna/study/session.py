@@ -20,7 +20,7 @@ from quantuna.metrics import Metric, resolve_metric
 from quantuna.model import ModelInfo, build_model, inspect_model
 from quantuna.objective import Accuracy, Objective, accuracy_target, resolve_objective
 from quantuna.ort.calibrate import RangeCache
-from quantuna.ort.options import quantizable_by_mode
+from quantuna.ort.options import follower_op_types, quantizable_by_mode
 from quantuna.ort.prepare import Prepared, PrepareSettings, prepare_model
 from quantuna.ort.session import check_runs
 from quantuna.space import SearchSpace, required_opset
@@ -160,7 +160,7 @@ def prepare(
     )
     calib_batch, eval_batch = _check_feeds(spec, model, calibration_set, evaluation_set)
     space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
-                        where=where)
+                        followers=follower_op_types(), where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
     if too_big:
         raise SpecError(
