@@ -7,6 +7,9 @@ it (labels: the fp32 model's own outputs), write a spec, run ``quantuna validate
 int8 ops, and re-time fp32 and the pick interleaved in one process.
 
     python studies/zoo/run_zoo.py [--trials 16] [--only ocr-cls magika] [--work ~/.cache/quantuna/zoo]
+
+With sympy installed (``pip install 'quantuna[preprocess]'``) onnxruntime's symbolic shape
+inference is tried too, and RESULTS.md shows why it fails on each model.
 """
 
 from __future__ import annotations
@@ -299,6 +302,10 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     if importlib.util.find_spec("sympy") is None:
         lines.append("- sympy is not installed here, so onnxruntime's symbolic shape inference "
                      "could not run: `preprocess: auto` went on without it (see each model)")
+    else:
+        lines.append("- sympy is installed: onnxruntime's symbolic shape inference was tried on "
+                     "each model; where it failed, `preprocess: auto` retried without it (see each "
+                     "model's preparation)")
     return [*lines, "- the machine is shared (2 cores; other test runs at the same time): the "
             "latencies measured during the study are noisier than the interleaved re-timing; "
             "where the pick or the fastest trial is the fp32 model, its column re-times the same "

@@ -16,9 +16,10 @@ cannot see. Preparation, in this order:
    graph's name): a model is never refused for unnamed nodes.
 
 The result is cached on disk, keyed by the source file's sha256, the settings and the versions
-of onnx and onnxruntime; it is written to a temporary file and moved into place
-(``os.replace``) with a sidecar holding its sha256, under a file lock, so local workers prepare
-a model once and a torn or edited entry is rebuilt, never trusted.
+of onnx, onnxruntime and sympy (without sympy, symbolic shape inference cannot run); it is
+written to a temporary file and moved into place (``os.replace``) with a sidecar holding its
+sha256, under a file lock, so local workers prepare a model once and a torn or edited entry is
+rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Prepared:
 
 def _versions() -> dict[str, str]:
     out = {}
-    for package in ("onnx", "onnxruntime"):
+    for package in ("onnx", "onnxruntime", "sympy"):  # sympy: symbolic shape inference runs
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
