@@ -183,3 +183,30 @@ def test_preprocess_auto_falls_back_and_says_what_it_applied(
     with pytest.raises(SpecError, match="prepare.preprocess: quant_pre_process failed"):
         prepare_model(tmp_path / "m.onnx", PrepareSettings(preprocess="on"), tmp_path / "c2")
     assert optuna  # (the module is imported for the warnings filter)
+
+
+def test_concurrent_preparations_of_one_model_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import quantuna.ort.prepare as prep
+
+    model = paddle_like(tmp_path / "m.onnx")
+    real = prep._prepare
+    runs: list[int] = []
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        runs.append(1)
+        time.sleep(0.3)  # the other worker arrives while this one prepares
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prep, "_prepare", slow)
+    results: list[object] = []
+    workers = [threading.Thread(target=lambda: results.append(
+        prepare_model(model, PrepareSettings(preprocess="off"), tmp_path / "cache"))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(runs) == 1 and len(results) == 2
+    assert results[0].sha256 == results[1].sha256  # type: ignore[attr-defined]
