@@ -122,8 +122,9 @@ def test_a_state_batched_on_axis_1_is_sliced_on_that_axis(tmp_path: Path) -> Non
     y = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"state": s})[0]
     np.savez(tmp_path / "state.npz", s=s, y=y.argmax(1))
     source = {"path": "state.npz", "inputs": {"state": {"key": "s", "batch_axis": 1}}, "batch_size": 10}
-    spec = tiny_spec(tmp_path, model="state.onnx", space={"approach": ["static", "dynamic"]})
+    spec = tiny_spec(tmp_path, model="state.onnx", space={"approach": ["static"]})
     spec["data"] = {"calibration": dict(source), "evaluation": {**source, "labels": "y"}}
+    spec["study"]["save_models"] = True
     path = write_spec(tmp_path, spec, "state.yaml")
     session = prepare(load_spec(path))
     assert len(session.calibration) == 40
@@ -131,6 +132,16 @@ def test_a_state_batched_on_axis_1_is_sliced_on_that_axis(tmp_path: Path) -> Non
     assert batch["state"].shape == (2, 10, 8)
     result = run_study(path, n_trials=3)
     assert result.baseline["values"]["accuracy"] == 1.0 and not result.failed
+    # the export names the input's batch axis; apply calibrates the same way, byte for byte
+    from quantuna.export import ExportedConfig, apply, export_trial, file_sha256, write_export
+    from quantuna.study.run import load_results
+
+    trial = next(t for t in result.trials if not t.config.is_fp32)
+    document = export_trial(load_results(path), trial=trial.number)
+    assert document["calibration"]["inputs"] == {"state": {"key": "s", "batch_axis": 1}}
+    write_export(document, tmp_path / "best.yaml")
+    apply(ExportedConfig.read(tmp_path / "best.yaml"), tmp_path / "state.onnx", out=tmp_path / "re.onnx")
+    assert file_sha256(tmp_path / "re.onnx") == trial.model_sha256
     # without batch_axis axis 0 holds 2 "samples": the 40 labels do not match them
     spec["data"]["evaluation"]["inputs"] = {"state": "s"}
     with pytest.raises(SpecError, match=r"data\.evaluation\.labels: 40 labels for 2 samples"):
