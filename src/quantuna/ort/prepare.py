@@ -193,6 +193,7 @@ def _convert_opset(model: onnx.ModelProto, settings: PrepareSettings, applied: l
     try:
         converted = version_converter.convert_version(model, target)
         onnx.checker.check_model(converted)
+        _loads(converted)
     except Exception as exc:
         if isinstance(settings.opset, int):
             raise SpecError(f"{where}: prepare.opset: {current} -> {target} failed "
@@ -220,6 +221,7 @@ def _preprocess(model: onnx.ModelProto, settings: PrepareSettings, tmp: Path,
                                   skip_symbolic_shape=skip_symbolic)
             result = onnx.load(str(out))
             onnx.checker.check_model(result)
+            _loads(result)
         except Exception as exc:
             failures.append(_reason(exc))
             continue
@@ -235,6 +237,16 @@ def _preprocess(model: onnx.ModelProto, settings: PrepareSettings, tmp: Path,
     notes.append(f"quant_pre_process failed in every form ({failures[-1]}); the model is "
                  "quantized without it")
     return model
+
+
+def _loads(model: onnx.ModelProto) -> None:
+    """Raise unless onnxruntime can load ``model`` (a step's result must stay runnable)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
