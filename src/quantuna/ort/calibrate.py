@@ -92,8 +92,7 @@ def compute_ranges(
             calibrate_method=method,
             extra_options=options,
         )
-        if hasattr(calibrator, "num_bins"):  # Entropy, Percentile: histograms
-            calibrator.collector = finite_histograms(calibrator)
+        calibrator.infer_session = FiniteOutputs(calibrator.infer_session)
         with captured("calibrate"):
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
@@ -105,8 +104,8 @@ def clip_non_finite(array: np.ndarray) -> np.ndarray:
     """``array`` with -inf/+inf clipped to its finite extremes and NaN to the nearest of them to 0.
 
     An attention mask of -inf, a log of 0: one non-finite value makes onnxruntime's histogram
-    fail (``supplied range of [-inf, inf] is not finite``) for the whole calibration. Clipped, the
-    histogram covers the finite values, which are what int8 can represent anyway.
+    fail (``supplied range of [-inf, inf] is not finite``) for the whole calibration, and gives
+    MinMax a range int8 cannot represent. Clipped, the range covers the finite values.
     """
     if not np.issubdtype(array.dtype, np.floating):
         return array
@@ -119,26 +118,23 @@ def clip_non_finite(array: np.ndarray) -> np.ndarray:
     return np.nan_to_num(array, nan=nan, posinf=high, neginf=low)
 
 
-def finite_histograms(calibrator: Any) -> Any:
-    """onnxruntime's ``HistogramCollector`` for ``calibrator``, fed finite values only."""
-    from onnxruntime.quantization.calibrate import HistogramCollector
+class FiniteOutputs:
+    """The calibrator's augmented session, its outputs with non-finite values clipped.
 
-    class FiniteHistogramCollector(HistogramCollector):
-        def collect(self, name_to_arr: dict[str, Any]) -> Any:
-            clean = {}
-            for name, value in name_to_arr.items():
-                arrays = value if isinstance(value, list) else [value]
-                fixed = [clip_non_finite(np.asarray(a)) for a in arrays]
-                if any(f is not a for f, a in zip(fixed, arrays)):
-                    logger.debug("calibration: non-finite values of %s clipped", name)
-                clean[name] = fixed if isinstance(value, list) else fixed[0]
-            return super().collect(clean)
+    Every calibration method reads tensor values through this session: MinMax would otherwise
+    keep a range of [-inf, x] (a quantized model that computes garbage, silently), and the
+    histograms of Entropy and Percentile would fail the whole calibration.
+    """
 
-    return FiniteHistogramCollector(
-        method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
-        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
-        scenario=calibrator.scenario,
-    )
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def run(self, output_names: Any, feed: Any, *args: Any) -> list[Any]:
+        outputs = self._session.run(output_names, feed, *args)
+        return [clip_non_finite(o) if isinstance(o, np.ndarray) else o for o in outputs]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 class RangeCache:
