@@ -29,7 +29,7 @@ from quantuna.ort._capture import captured
 from quantuna.ort.options import calibrator_options, quantizable_op_types
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: non-finite activations clipped (ranges made before were [-inf, x])
 
 
 @dataclass(frozen=True)
