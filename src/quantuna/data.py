@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,27 +19,43 @@ Batch = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Arrays by model input name (first axis = samples), optional labels, and a content hash."""
+    """Arrays by model input name, optional labels, constants and a content hash.
+
+    The samples of an input lie on axis 0 unless ``axes`` names another; ``constants`` are fed
+    unchanged with every batch (an RNN's state, a sample rate).
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     sha256: str
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    axes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        name, array = next(iter(self.inputs.items()))
+        return int(array.shape[self.axes.get(name, 0)])
+
+    def _slice(self, start: int, stop: int) -> Batch:
+        out = {}
+        for name, array in self.inputs.items():
+            index = [slice(None)] * array.ndim
+            index[self.axes.get(name, 0)] = slice(start, stop)
+            out[name] = array[tuple(index)]
+        return out
 
     def head(self, size: int) -> Dataset:
         """The first ``size`` samples (hash recomputed)."""
-        inputs = {k: v[:size] for k, v in self.inputs.items()}
+        inputs = self._slice(0, size)
         labels = None if self.labels is None else self.labels[:size]
-        return Dataset(inputs, labels, _hash_arrays(inputs, labels))
+        return Dataset(inputs, labels, _hash_arrays(inputs, labels, self.constants, self.axes),
+                       self.constants, self.axes)
 
     def batches(self, batch_size: int) -> Iterator[tuple[Batch, np.ndarray | None]]:
-        """Consecutive batches; the last may be shorter."""
+        """Consecutive batches, constants included; the last may be shorter."""
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
             labels = None if self.labels is None else self.labels[start:stop]
-            yield {k: v[start:stop] for k, v in self.inputs.items()}, labels
+            yield {**self._slice(start, stop), **self.constants}, labels
 
     def equal_batches(self, batch_size: int) -> list[Batch]:
         """Batches that all have the same size (Entropy and Percentile calibration need it).
@@ -51,11 +67,18 @@ class Dataset:
         return [batch for batch, _ in self.batches(size)]
 
 
-def _hash_arrays(inputs: dict[str, np.ndarray], labels: np.ndarray | None) -> str:
+def _hash_arrays(inputs: dict[str, np.ndarray], labels: np.ndarray | None,
+                 constants: dict[str, np.ndarray] | None = None,
+                 axes: dict[str, int] | None = None) -> str:
     digest = hashlib.sha256()
     for name in sorted(inputs):
         array = np.ascontiguousarray(inputs[name])
-        digest.update(f"{name}|{array.dtype}|{array.shape}".encode())
+        axis = (axes or {}).get(name, 0)
+        digest.update(f"{name}|{array.dtype}|{array.shape}{f'|axis {axis}' if axis else ''}".encode())
+        digest.update(array.tobytes())
+    for name in sorted(constants or {}):
+        array = np.ascontiguousarray((constants or {})[name])
+        digest.update(f"constant {name}|{array.dtype}|{array.shape}".encode())
         digest.update(array.tobytes())
     if labels is not None:
         array = np.ascontiguousarray(labels)
@@ -64,7 +87,10 @@ def _hash_arrays(inputs: dict[str, np.ndarray], labels: np.ndarray | None) -> st
     return digest.hexdigest()
 
 
-def _from_npz(source: DataSource, model: ModelInfo, where: str) -> tuple[dict, Any]:
+Loaded = tuple[dict[str, np.ndarray], Any, dict[str, Any]]
+
+
+def _from_npz(source: DataSource, model: ModelInfo, where: str) -> Loaded:
     assert source.path is not None
     if not source.path.is_file():
         raise SpecError(f"{where}.path: file {source.path} not found")
@@ -73,40 +99,44 @@ def _from_npz(source: DataSource, model: ModelInfo, where: str) -> tuple[dict, A
         keys = set(archive.files)
     except Exception as exc:
         raise SpecError(f"{where}.path: {source.path} is not a readable .npz file ({exc})") from None
-    mapping = source.inputs
-    if mapping is None:
-        if len(model.inputs) != 1:
-            names = ", ".join(i.name for i in model.inputs)
-            raise SpecError(f"{where}.inputs: the model has several inputs ({names}); map each to a key")
-        only = model.inputs[0].name
-        mapping = {only: only if only in keys else "x"}
-    for input_name, key in mapping.items():
+    constants = dict(source.constants or {})
+    if source.inputs is None:
+        fed = [i.name for i in model.inputs if i.name not in constants]
+        if len(fed) != 1:
+            raise SpecError(f"{where}.inputs: the model has several inputs ({', '.join(fed)}); "
+                            "map each to a key, or give it in constants")
+        mapping = {fed[0]: fed[0] if fed[0] in keys else "x"}
+    else:
+        mapping = {name: source.key_of(name) for name in source.inputs}
+    named = [(f"inputs.{n}", k) for n, k in mapping.items()]
+    named += [(f"constants.{n}", v) for n, v in constants.items() if isinstance(v, str)]
+    for place, key in named:
         if key not in keys:
-            raise SpecError(
-                f"{where}.inputs.{input_name}: key {key!r} is not in {source.path.name} "
-                f"(it holds: {', '.join(sorted(keys))})"
-            )
+            raise SpecError(f"{where}.{place}: key {key!r} is not in {source.path.name} "
+                            f"(it holds: {', '.join(sorted(keys))})")
     inputs = {name: archive[key] for name, key in mapping.items()}
+    values = {n: archive[v] if isinstance(v, str) else v for n, v in constants.items()}
     labels = None
     if source.labels is not None:
         if source.labels not in keys:
             raise SpecError(f"{where}.labels: key {source.labels!r} is not in {source.path.name}")
         labels = archive[source.labels]
-    return inputs, labels
+    return inputs, labels, values
 
 
-def _from_loader(source: DataSource, where: str) -> tuple[dict, Any]:
+def _from_loader(source: DataSource, where: str) -> Loaded:
     assert source.loader is not None
     factory: Callable[[], Iterable[Any]] = import_reference(source.loader, where=f"{where}.loader")
     try:
-        return _concat(factory(), where)
+        inputs, labels = _concat(factory(), where, source)
     except SpecError:
         raise
     except Exception as exc:
         raise SpecError(f"{where}.loader: {source.loader} raised {type(exc).__name__}: {exc}") from None
+    return inputs, labels, dict(source.constants or {})
 
 
-def _concat(items: Iterable[Any], where: str) -> tuple[dict, Any]:
+def _concat(items: Iterable[Any], where: str, source: DataSource | None = None) -> tuple[dict, Any]:
     parts: dict[str, list[np.ndarray]] = {}
     label_parts: list[np.ndarray] = []
     for item in items:
@@ -119,28 +149,35 @@ def _concat(items: Iterable[Any], where: str) -> tuple[dict, Any]:
             label_parts.append(np.asarray(labels))
     if not parts:
         raise SpecError(f"{where}: no batch")
-    inputs = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    axis = source.batch_axis if source is not None else (lambda name: 0)
+    inputs = {name: np.concatenate(chunks, axis=axis(name)) for name, chunks in parts.items()}
     return inputs, np.concatenate(label_parts) if label_parts else None
 
 
-def _check_fits(inputs: dict[str, np.ndarray], info: InputInfo, where: str) -> np.ndarray:
-    array = inputs[info.name]
+def _mismatch(origin: str, info: InputInfo, array: np.ndarray, detail: str) -> SpecError:
+    return SpecError(f"{origin}: input {info.name!r} has shape {tuple(array.shape)} but the model "
+                     f"expects {_show(info.shape)} ({detail})")
+
+
+def _check_fits(array: np.ndarray, info: InputInfo, axis: int, origin: str) -> np.ndarray:
     if array.ndim != len(info.shape):
-        raise SpecError(
-            f"{where}: input {info.name!r} has shape {array.shape} but the model expects "
-            f"{len(info.shape)} dims {_show(info.shape)}"
-        )
-    for axis, (got, want) in enumerate(zip(array.shape[1:], info.shape[1:]), start=1):
-        if want is not None and got != want:
-            raise SpecError(
-                f"{where}: input {info.name!r} has shape {array.shape} but the model expects "
-                f"{_show(info.shape)} (axis {axis}: {got} != {want})"
-            )
+        hint = "; a value fed unchanged to every batch goes in constants" if axis == 0 else ""
+        raise _mismatch(origin, info, array, f"{array.ndim} dims, not {len(info.shape)}{hint}")
+    if axis >= array.ndim:
+        raise _mismatch(origin, info, array, f"batch_axis {axis} is not an axis of it")
+    for i, (got, want) in enumerate(zip(array.shape, info.shape)):
+        if i != axis and want is not None and got != want:
+            raise _mismatch(origin, info, array, f"axis {i}: {got} != {want}; samples on axis {axis}"
+                            + ("" if axis else ", set batch_axis if they lie on another"))
+    return _cast(array, info, origin)
+
+
+def _cast(array: np.ndarray, info: InputInfo, origin: str) -> np.ndarray:
     try:
         return np.ascontiguousarray(array.astype(info.dtype, casting="same_kind"))
     except TypeError:
         raise SpecError(
-            f"{where}: input {info.name!r} has dtype {array.dtype}, the model expects "
+            f"{origin}: input {info.name!r} has dtype {array.dtype}, the model expects "
             f"{np.dtype(info.dtype)}"
         ) from None
 
@@ -153,6 +190,22 @@ def _check_finite(inputs: dict[str, np.ndarray], labels: np.ndarray | None, wher
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             key = "labels" if name == "labels" and labels is not None else f"input {name!r}"
             raise SpecError(f"{where}: {key} holds {bad} NaN or Inf values; clean the data first")
+
+
+def _constant(value: Any, info: InputInfo, origin: str) -> np.ndarray:
+    """A constant input: a number takes the model's rank (a scalar, or ones), an array must fit."""
+    array = np.asarray(value)
+    if array.ndim == 0 and info.shape:
+        array = array.reshape([1] * len(info.shape))
+    if array.ndim != len(info.shape) or any(
+        w is not None and g != w for g, w in zip(array.shape, info.shape)
+    ):
+        raise _mismatch(origin, info, array, "as a constant, fed unchanged to every batch")
+    if np.issubdtype(np.dtype(info.dtype), np.integer) and not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise SpecError(f"{origin}: constant {info.name!r} = {value!r} is not a whole number, "
+                            f"the model expects {np.dtype(info.dtype)}")
+    return np.array(array, dtype=info.dtype, order="C")  # (ascontiguousarray makes scalars 1-d)
 
 
 def _show(shape: tuple[int | None, ...]) -> str:
@@ -170,40 +223,51 @@ def load_dataset(
 
     Raises:
         SpecError: a missing file or key, a name the model does not have, a shape or dtype that
-            does not fit, or labels whose count differs from the samples'.
+            does not fit (named with the file, the input and both shapes), or labels whose count
+            differs from the samples'.
     """
-    size = source.size if isinstance(source, DataSource) else None
-    if not isinstance(source, DataSource):
+    spec_source = source if isinstance(source, DataSource) else None
+    if spec_source is None:
         inputs, labels = _concat(source, where)
-    elif source.path is not None:
-        inputs, labels = _from_npz(source, model, where)
+        given: dict[str, Any] = {}
+    elif spec_source.path is not None:
+        inputs, labels, given = _from_npz(spec_source, model, where)
     else:
-        inputs, labels = _from_loader(source, where)
-    model_names = {i.name for i in model.inputs}
-    extra = sorted(set(inputs) - model_names)
-    if extra:
-        raise SpecError(
-            f"{where}.inputs: {extra[0]!r} is not an input of the model "
-            f"(its inputs: {', '.join(sorted(model_names))})"
-        )
-    missing = sorted(model_names - set(inputs))
-    if missing:
-        raise SpecError(f"{where}.inputs: no data for model input {missing[0]!r}")
-    checked = {info.name: _check_fits(inputs, info, where) for info in model.inputs}
-    counts = {len(a) for a in checked.values()}
+        inputs, labels, given = _from_loader(spec_source, where)
+    origin = f"{where} ({spec_source.path.name if spec_source and spec_source.path else 'batches'})"
+    _check_names(inputs, given, model, where)
+    infos = {i.name: i for i in model.inputs}
+    axes = {n: spec_source.batch_axis(n) for n in inputs if spec_source and spec_source.batch_axis(n)}
+    checked = {n: _check_fits(inputs[n], infos[n], axes.get(n, 0), origin) for n in inputs}
+    constants = {n: _constant(v, infos[n], origin) for n, v in given.items()}
+    counts = {int(a.shape[axes.get(n, 0)]) for n, a in checked.items()}
     if len(counts) != 1:
-        raise SpecError(f"{where}: inputs have different sample counts {sorted(counts)}")
-    if counts == {0} or size == 0:
+        raise SpecError(f"{origin}: inputs have different sample counts {sorted(counts)}")
+    available = counts.pop()
+    size = spec_source.size if spec_source is not None else None
+    if available == 0 or size == 0:
         raise SpecError(f"{where}: 0 samples; give at least one")
     _check_finite(checked, labels, where)
     if need_labels and labels is None:
         raise SpecError(f"{where}.labels: the accuracy metric needs labels; name the labels key")
-    if labels is not None and len(labels) != counts.pop():
-        raise SpecError(f"{where}.labels: {len(labels)} labels for {len(checked[model.inputs[0].name])} samples")
-    if size is not None:
-        available = len(checked[model.inputs[0].name])
-        if size > available:
-            raise SpecError(f"{where}.size: {size} samples asked, {available} available")
-        checked = {k: v[:size] for k, v in checked.items()}
-        labels = None if labels is None else labels[:size]
-    return Dataset(checked, labels, _hash_arrays(checked, labels))
+    if labels is not None and len(labels) != available:
+        raise SpecError(f"{where}.labels: {len(labels)} labels for {available} samples")
+    data = Dataset(checked, labels, "", constants, axes)
+    if size is not None and size > available:
+        raise SpecError(f"{where}.size: {size} samples asked, {available} available")
+    return data.head(size if size is not None else available)
+
+
+def _check_names(inputs: dict[str, Any], constants: dict[str, Any], model: ModelInfo,
+                 where: str) -> None:
+    model_names = {i.name for i in model.inputs}
+    for place, names in (("inputs", inputs), ("constants", constants)):
+        extra = sorted(set(names) - model_names)
+        if extra:
+            raise SpecError(f"{where}.{place}: {extra[0]!r} is not an input of the model "
+                            f"(its inputs: {', '.join(sorted(model_names))})")
+    missing = sorted(model_names - set(inputs) - set(constants))
+    if missing:
+        raise SpecError(f"{where}.inputs: no data for model input {missing[0]!r}")
+    if not inputs:
+        raise SpecError(f"{where}.inputs: every input is a constant; map one to its samples")

@@ -27,8 +27,10 @@ from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
 from quantuna.ort.options import quantizable_op_types
+from quantuna.ort.prepare import PrepareSettings, prepare_model
 from quantuna.ort.quantize import quantize
 from quantuna.results import TrialResult, TuneResult
+from quantuna.sections import InputSource
 from quantuna.spec import DataSource
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ class _CalibrationSchema(BaseModel):
 
     path: str | None = None
     loader: str | None = None
-    inputs: dict[str, str] | None = None
+    inputs: dict[str, str | InputSource] | None = None
+    constants: dict[str, str | int | float] | None = None
     size: StrictInt | None = Field(default=None, gt=0)
     batch_size: StrictInt = Field(default=32, gt=0)
     sha256: str | None = Field(default=None, pattern=SHA256)
@@ -167,7 +170,8 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
     calibration = {
         "path": str(source.path) if source.path else None,
         "loader": source.loader,
-        "inputs": dict(source.inputs) if source.inputs else None,
+        "inputs": source.inputs_as_plain() if source.inputs else None,
+        "constants": dict(source.constants) if source.constants else None,
         "size": source.size,
         "batch_size": session.ranges.batch_size,
         "sha256": session.calibration.sha256,
@@ -178,7 +182,8 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
         "calibration": {k: v for k, v in calibration.items() if v is not None},
         "provenance": {
             "versions": versions(),
-            "source_model": {"path": str(session.model.path), "sha256": session.model.sha256},
+            "source_model": _source_model(session),
+            "preparation": session.preparation.provenance() if session.preparation else None,
             "study": session.spec.name,
             "storage": redact_url(session.spec.storage),
             "trial": chosen.number,
@@ -201,6 +206,14 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
     }
 
 
+def _source_model(session: Any) -> dict[str, str]:
+    """The user's file (before preparation) and its sha256."""
+    prepared = session.preparation
+    if prepared is None:
+        return {"path": str(session.model.path), "sha256": session.model.sha256}
+    return {"path": str(prepared.source), "sha256": prepared.source_sha256}
+
+
 def write_export(document: dict[str, Any], out: str | Path) -> Path:
     """Write an export document as YAML (atomically: the file is whole or absent)."""
     return atomic_write(Path(out), yaml.safe_dump(document, sort_keys=False))
@@ -214,8 +227,10 @@ def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any,
     if isinstance(override, Dataset):
         data = override
     else:
+        mapping: dict[str, Any] = {"inputs": info.get("inputs"), "constants": info.get("constants"),
+                                   "size": info.get("size")}
         if override is not None:
-            source = _source(where, path=Path(override), inputs=info.get("inputs"), size=info.get("size"))
+            source = _source(where, path=Path(override), **mapping)
         elif info.get("loader"):
             if not trust_code:
                 raise SpecError(
@@ -223,9 +238,9 @@ def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any,
                     "quantuna runs it only with --trust-code (API: trust_code=True), or give "
                     "--calibration FILE.npz"
                 )
-            source = _source(where, loader=info["loader"], inputs=info.get("inputs"), size=info.get("size"))
+            source = _source(where, loader=info["loader"], **mapping)
         elif info.get("path"):
-            source = _source(where, path=Path(info["path"]), inputs=info.get("inputs"), size=info.get("size"))
+            source = _source(where, path=Path(info["path"]), **mapping)
         else:
             raise SpecError(
                 "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
@@ -299,12 +314,13 @@ def apply(
         exported = config
     else:
         exported = ExportedConfig.read(config)
-    info = inspect_model(Path(model), where="model")
-    _check_against_model(exported, info)
+    source = inspect_model(Path(model), where="model")
     expected = exported.provenance.get("source_model", {}).get("sha256")
-    if expected and expected != info.sha256:
+    if expected and expected != source.sha256:
         logger.warning("the model differs from the one the config was tuned on")
     with tempfile.TemporaryDirectory(prefix="quantuna-apply-") as tmp:
+        info = _prepared(source.path, exported, Path(tmp))
+        _check_against_model(exported, info)
         ranges = None
         if exported.config.approach == "static":
             data, batch_size = _calibration_data(exported, info, calibration, trust_code)
@@ -317,6 +333,20 @@ def apply(
         if out is not None:
             atomic_write(Path(out), built.read_bytes())
         return onnx.load(str(built))
+
+
+def _prepared(model: Path, exported: ExportedConfig, tmp: Path) -> Any:
+    """The model prepared as the study prepared it (the export's provenance says how)."""
+    recorded = exported.provenance.get("preparation")
+    if recorded is not None:
+        settings = PrepareSettings.from_dict(recorded.get("settings") or {})
+    else:  # a bare config: the default preparation, with the opset its format needs
+        c = exported.config
+        settings = PrepareSettings(needs_opset=13 if c.per_channel and c.quant_format == "QDQ" else 0)
+    prepared = prepare_model(model, settings, tmp / "prepared")
+    if recorded is not None and recorded.get("sha256") not in (None, prepared.sha256):
+        logger.warning("the prepared model differs from the study's (other onnx/onnxruntime versions?)")
+    return inspect_model(prepared.path, where="model (prepared)")
 
 
 def file_sha256(path: str | Path) -> str:

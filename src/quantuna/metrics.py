@@ -39,13 +39,24 @@ def mse(outputs: np.ndarray, labels: np.ndarray | None) -> float:
 
 
 def cosine(outputs: np.ndarray, labels: np.ndarray | None) -> float:
-    """Mean cosine similarity of each output row with its label row."""
+    """Mean cosine similarity of each output row with its label row.
+
+    Rows are compared as they are: two identical rows score exactly 1 whatever their norm (two
+    all-zero rows agree), a zero row against a non-zero one scores 0, and each score is clipped
+    to [-1, 1] so that rounding never lifts it past an exact match.
+    """
     if labels is None:
         raise ValueError("cosine needs labels")
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = labels.reshape(len(labels), -1).astype(np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)))
+    norm_a = np.linalg.norm(a, axis=1)
+    norm_b = np.linalg.norm(b, axis=1)
+    denom = norm_a * norm_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(denom > 0, np.sum(a * b, axis=1) / np.where(denom > 0, denom, 1.0), 0.0)
+    scores = np.clip(scores, -1.0, 1.0)
+    scores[np.all(a == b, axis=1)] = 1.0  # identical rows, the zero rows included
+    return float(np.mean(scores))
 
 
 @dataclass(frozen=True)

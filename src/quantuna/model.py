@@ -50,6 +50,9 @@ class ModelInfo:
     outputs: tuple[str, ...]
     op_types: tuple[str, ...]
     compute_nodes: tuple[str, ...]
+    opset: int = 0
+    subgraph_op_types: tuple[str, ...] = ()  # op types found only inside control-flow bodies
+    has_subgraphs: bool = False
 
     @property
     def first_compute_node(self) -> str | None:
@@ -85,21 +88,36 @@ def inspect_model(path: Path, *, where: str = "model") -> ModelInfo:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
         inputs.append(InputInfo(value.name, _ONNX_TO_NUMPY.get(tensor.elem_type, np.float32), dims))
-    unnamed = [i for i, node in enumerate(graph.node) if not node.name]
-    if unnamed:
-        raise SpecError(
-            f"{where}: {path} has {len(unnamed)} unnamed nodes; quantuna needs node names to keep "
-            "nodes in fp32 (name them, e.g. with onnxruntime.quantization.quant_pre_process)"
-        )
-    compute = tuple(n.name for n in graph.node if n.op_type in COMPUTE_OP_TYPES)
+    # unnamed nodes are not refused: model preparation (quantuna.ort.prepare) names them
+    compute = tuple(n.name for n in graph.node if n.op_type in COMPUTE_OP_TYPES and n.name)
+    top = {n.op_type for n in graph.node}
+    inner = _subgraph_op_types(graph)
     return ModelInfo(
         path=path,
         sha256=sha256_file(path),
         inputs=tuple(inputs),
         outputs=tuple(o.name for o in graph.output),
-        op_types=tuple(sorted({n.op_type for n in graph.node})),
+        op_types=tuple(sorted(top)),
         compute_nodes=compute,
+        opset=default_opset(model),
+        subgraph_op_types=tuple(sorted(inner - top)),
+        has_subgraphs=any(n.op_type in ("If", "Loop", "Scan") for n in graph.node),
     )
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's version of the default ONNX domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _subgraph_op_types(graph: onnx.GraphProto) -> set[str]:
+    """Op types of the nodes inside control-flow bodies (If, Loop, Scan), at any depth."""
+    found: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                found |= {n.op_type for n in sub.node} | _subgraph_op_types(sub)
+    return found
 
 
 def build_model(path: Path, build: str, *, where: str) -> None:

@@ -71,7 +71,8 @@ class TrialResult:
         stored = trial.user_attrs
         result = cls(
             number=trial.number,
-            config=QuantConfig.from_dict(stored[attrs.CONFIG]),
+            # a config that quantized nothing is the fp32 model, and is reported as such
+            config=QuantConfig() if stored.get(attrs.AS_FP32) else QuantConfig.from_dict(stored[attrs.CONFIG]),
             values=dict(stored[attrs.VALUES]),
             relative=dict(stored.get(attrs.RELATIVE, {})),
             constraint=float(stored[attrs.CONSTRAINT]),
@@ -281,7 +282,8 @@ def _point(t: TrialResult, names: list[str]) -> Point:
 
 
 def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]) -> list[TrialResult]:
-    """The feasible reported front (see :mod:`quantuna.front`): noise-aware, one per model."""
+    """The feasible reported front (see :mod:`quantuna.front`): noise-aware, one point per
+    distinct model (configs whose quantized files are byte-identical are one point)."""
     distinct: dict[str, TrialResult] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.feasible:
@@ -298,6 +300,10 @@ def collect_results(study: optuna.Study, session: Session) -> TuneResult:
     figures = (confirmed or {}).get("trials", {})
     trials = [TrialResult.from_trial(t, figures.get(str(t.number)))
               for t in complete if attrs.VALUES in t.user_attrs]
+    if confirmed and confirmed.get("fp32"):  # the fp32 model is the reference: ratio 1, exactly
+        reference = {**confirmed["fp32"], "fp32_ms": confirmed["fp32"]["ms"], "ratio": 1.0,
+                     "low": 1.0, "high": 1.0}
+        trials = [t.with_confirmed(reference) if t.config.is_fp32 else t for t in trials]
     criterion = dict(session.spec.tuning.accuracy_criterion.as_dict())
     criterion["higher_is_better"] = session.metric.higher_is_better
     return TuneResult(

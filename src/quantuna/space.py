@@ -8,7 +8,7 @@ quantization has uint8 activations only, so ``S8S8`` is not a dynamic choice).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from quantuna.config import QuantConfig
@@ -17,6 +17,12 @@ from quantuna.model import DEFAULT_KNOB_OP_TYPES, ModelInfo
 from quantuna.spec import SpaceSection
 
 Choose = Callable[[str, Sequence[Any]], Any]
+
+
+def required_opset(space: SpaceSection) -> int:
+    """The opset the space needs: per-channel QDQ needs 13 (``DequantizeLinear``'s ``axis``)."""
+    per_channel_qdq = True in space.per_channel and "static" in space.approach and "QDQ" in space.quant_format
+    return 13 if per_channel_qdq else 0
 
 
 class SearchSpace:
@@ -40,25 +46,31 @@ class SearchSpace:
         calibration_size: int,
         *,
         sensitive: Sequence[tuple[str, str]] = (),
+        quantizable: Mapping[str, Collection[str]] | None = None,
+        followers: Mapping[str, Collection[str]] | None = None,
         where: str = "spec",
     ) -> None:
         self._space = space
         self._model = model
         self._calibration_size = calibration_size
+        self._quantizable = quantizable
+        self._followers = followers or {}
         self._where = where
+        self.notes: list[str] = []
+        all_ops = set(model.op_types) | set(model.subgraph_op_types)
         if space.op_types is None:
-            op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in model.op_types}
+            op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in all_ops}
         else:
-            missing = sorted(set(space.op_types) - set(model.op_types))
+            missing = sorted(set(space.op_types) - all_ops)
             if missing:
                 raise SpecError(
                     f"{where}: space.op_types.{missing[0]}: the model has no {missing[0]} node "
-                    f"(its op types: {', '.join(model.op_types)})"
+                    f"(its op types: {', '.join(model.op_types)}; model preparation may have fused "
+                    "it: prepare.preprocess: off keeps the graph as it is)"
                 )
             op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()}
         if not op_knobs:
             raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
-        self.op_knobs: dict[str, list[str]] = op_knobs
         self.sensitive: tuple[tuple[str, str], ...] = tuple(sensitive)
         self.calibration_sizes = list(dict.fromkeys(space.calibration_size or [calibration_size]))
         self.dynamic_types = [t for t in space.types if t.startswith("U8")]
@@ -67,10 +79,73 @@ class SearchSpace:
                 f"{where}: space.types: dynamic quantization has uint8 activations only; "
                 f"add U8S8 or U8U8 (got {list(space.types)})"
             )
+        self.op_knobs: dict[str, list[str]] = self._reachable(op_knobs)
+        if required_opset(space) > model.opset > 0:
+            self.notes.append(f"per-channel QDQ needs opset 13, the model has {model.opset}: "
+                              "per-channel is offered with QOperator and dynamic only")
+
+    def _modes(self) -> list[str]:
+        """The ways this space quantizes: ``dynamic`` and the static formats."""
+        modes = ["dynamic"] if "dynamic" in self._space.approach and self.dynamic_types else []
+        return modes + (list(self._space.quant_format) if "static" in self._space.approach else [])
+
+    def can_quantize(self, mode: str, op: str) -> bool:
+        """Whether ``mode`` (``dynamic``, ``QDQ``, ``QOperator``) quantizes some ``op`` node here.
+
+        onnxruntime quantizes inside control-flow bodies only dynamically; QDQ quantizes any op
+        type; the others quantize the op types of their registry (``quantizable``).
+        """
+        if op in self._model.subgraph_op_types:
+            return mode == "dynamic" and self._in_registry(mode, op)
+        return self._in_registry(mode, op)
+
+    def _usable(self, mode: str, quantized: Sequence[str]) -> tuple[str, ...]:
+        """The op types of ``quantized`` that ``mode`` quantizes; none when all of them only
+        follow a quantized neighbour (MaxPool, Reshape... alone quantize nothing)."""
+        ops = tuple(op for op in quantized if self.can_quantize(mode, op))
+        followers = self._followers.get(mode, ())
+        return ops if any(op not in followers for op in ops) else ()
+
+    def _in_registry(self, mode: str, op: str) -> bool:
+        if self._quantizable is None or mode not in self._quantizable:
+            return True
+        return op in self._quantizable[mode]
+
+    def _reachable(self, op_knobs: dict[str, list[str]]) -> dict[str, list[str]]:
+        """The op knobs some mode of the space can quantize (the others would only repeat fp32)."""
+        modes = self._modes()
+        kept = {op: v for op, v in op_knobs.items() if any(self.can_quantize(m, op) for m in modes)}
+        dropped = sorted(set(op_knobs) - set(kept))
+        if dropped and not kept and self._model.subgraph_op_types:
+            self.notes.append(
+                "nothing quantizable outside control-flow subgraphs (onnxruntime quantizes If/Loop "
+                "bodies dynamically only: add dynamic to space.approach); the study answers fp32"
+            )
+        elif dropped and not kept:
+            raise SpecError(
+                f"{self._where}: space.op_types: {', '.join(dropped)}: no node of them can be "
+                f"quantized by {', '.join(modes)} in this model"
+            )
+        elif dropped:
+            self.notes.append(f"space.op_types: {', '.join(dropped)} left out: no node of them can "
+                              f"be quantized by {', '.join(modes)} in this model")
+        return kept
+
+    def _per_channel(self, mode: str) -> list[bool]:
+        """Per-channel QDQ needs opset 13 (``DequantizeLinear`` has no ``axis`` before)."""
+        if mode == "QDQ" and 0 < self._model.opset < 13:
+            return [False]
+        return list(self._space.per_channel)
 
     # The one place where the knobs are read; `choose` is trial.suggest_categorical or an enumerator.
     def build(self, choose: Choose) -> QuantConfig:
-        """Make a config by asking ``choose(name, values)`` for every knob that applies."""
+        """Make a config by asking ``choose(name, values)`` for every knob that applies.
+
+        Only combinations that quantize something are offered: an approach or format is asked
+        among those that can quantize one of the chosen op types (not only op types that follow
+        a quantized neighbour), and the op types it cannot quantize are dropped from the config
+        (the same file, one key).
+        """
         s = self._space
 
         def pick(name: str, values: Sequence[Any]) -> Any:
@@ -78,25 +153,28 @@ class SearchSpace:
             return values[0] if len(values) == 1 else choose(name, values)
 
         quantized = tuple(op for op, v in self.op_knobs.items() if pick(f"op.{op}", v) == "int8")
-        if not quantized:
-            return QuantConfig()
         excluded = tuple(
-            node
+            (node, op)
             for node, op in self.sensitive
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
-        approaches = list(s.approach) if self.dynamic_types else ["static"]
+        usable = {m: self._usable(m, quantized) for m in self._modes()}
+        approaches = [a for a in s.approach
+                      if any(usable.get(m) for m in (["dynamic"] if a == "dynamic" else s.quant_format))]
+        if not quantized or not approaches:
+            return QuantConfig()
         approach = pick("approach", approaches)
-        first = pick("first_node_fp32", s.first_node_fp32)
-        last = pick("last_node_fp32", s.last_node_fp32)
+        mode = "dynamic" if approach == "dynamic" else pick(
+            "quant_format", [f for f in s.quant_format if usable.get(f)])
+        ops = usable[mode]
         common: dict[str, Any] = {
-            "op_types": quantized,
-            "per_channel": pick("per_channel", s.per_channel),
+            "op_types": ops,
+            "per_channel": pick("per_channel", self._per_channel(mode)),
             "reduce_range": pick("reduce_range", s.reduce_range),
             "weight_symmetric": pick("weight_symmetric", s.weight_symmetric),
-            "first_node_fp32": first,
-            "last_node_fp32": last,
-            "exclude_nodes": excluded,
+            "first_node_fp32": pick("first_node_fp32", s.first_node_fp32),
+            "last_node_fp32": pick("last_node_fp32", s.last_node_fp32),
+            "exclude_nodes": tuple(node for node, op in excluded if op in ops),
         }
         if approach == "dynamic":
             return QuantConfig(
@@ -105,7 +183,7 @@ class SearchSpace:
         method = pick("calibrate_method", s.calibrate_method)
         return QuantConfig(
             approach="static",
-            quant_format=pick("quant_format", s.quant_format),
+            quant_format=mode,
             types=pick("types", s.types),
             activation_symmetric=pick("activation_symmetric", s.activation_symmetric),
             calibrate_method=method,
@@ -116,8 +194,9 @@ class SearchSpace:
 
     def with_sensitive(self, nodes: Sequence[tuple[str, str]]) -> SearchSpace:
         """This space plus an int8/fp32 knob (``node.<name>``) for each (node, op type) pair."""
-        return SearchSpace(self._space, self._model, self._calibration_size,
-                           sensitive=nodes, where=self._where)
+        return SearchSpace(self._space, self._model, self._calibration_size, sensitive=nodes,
+                           quantizable=self._quantizable, followers=self._followers,
+                           where=self._where)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""

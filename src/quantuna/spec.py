@@ -7,29 +7,34 @@ value and what would be accepted. Relative paths are resolved against the spec's
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
+from quantuna.sections import (
+    DataSection,
+    DataSource,
+    InputSource,
+    PrepareSection,
+    _is_reference,
+    _Strict,
+)
 from quantuna.spec_measure import ConfirmMeasure as ConfirmMeasure
 from quantuna.spec_measure import MeasureSection as MeasureSection
 from quantuna.spec_measure import PerformanceMeasure as PerformanceMeasure
 from quantuna.spec_sampler import SamplerChoice, with_sampler_resolved
 
+__all__ = ["DataSection", "DataSource", "InputSource", "PrepareSection", "StudySpec", "load_spec"]
+
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
 Precision = Literal["int8", "fp32"]
 DEFAULT_OBJECTIVES = ["accuracy", "performance", "modelsize"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StudySection(_Strict):
@@ -40,36 +45,6 @@ class StudySection(_Strict):
     sampler: SamplerChoice = "auto"  # a name or a class of your own (quantuna.spec_sampler)
     seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     save_models: bool = False
-
-
-class DataSource(_Strict):
-    """One data set: arrays in an ``.npz`` file, or a ``package.module:function`` loader.
-
-    A loader returns an iterable of batches: ``{input_name: ndarray}`` for calibration, and
-    ``({input_name: ndarray}, labels)`` pairs for evaluation.
-    """
-
-    path: Path | None = None
-    inputs: dict[str, str] | None = None
-    labels: str | None = None
-    loader: str | None = None
-    size: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=32, gt=0)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSource:
-        if (self.path is None) == (self.loader is None):
-            raise ValueError("give exactly one of 'path' (an .npz file) or 'loader' ('pkg.mod:fn')")
-        if self.loader is not None and not _is_reference(self.loader):
-            raise ValueError(f"loader {shorten(self.loader)} must look like 'package.module:function'")
-        return self
-
-
-class DataSection(_Strict):
-    """``data:`` the calibration and evaluation sets."""
-
-    calibration: DataSource
-    evaluation: DataSource
 
 
 class AccuracySection(_Strict):
@@ -216,6 +191,7 @@ class ModelSource(_Strict):
 class _SpecModel(_Strict):
     study: StudySection = StudySection()
     model: Path | ModelSource
+    prepare: PrepareSection = PrepareSection()
     data: DataSection
     accuracy: AccuracySection = AccuracySection()
     tuning: TuningSection = TuningSection()
@@ -241,6 +217,7 @@ class StudySpec:
     study: StudySection
     model: Path
     model_build: str | None
+    prepare: PrepareSection
     data: DataSection
     accuracy: AccuracySection
     tuning: TuningSection
@@ -251,12 +228,6 @@ class StudySpec:
     def where(self) -> str:
         """How errors name this spec."""
         return str(self.path) if self.path else "<spec>"
-
-
-def _is_reference(text: str) -> bool:
-    module = r"[A-Za-z_][\w.]*"
-    file = r"[\w./~-]+\.py"
-    return re.fullmatch(rf"(?:{module}|{file}):[A-Za-z_]\w*", text) is not None
 
 
 def _resolve_reference(ref: str | None, root: Path) -> str | None:
@@ -364,6 +335,7 @@ def load_spec(
         study=with_sampler_resolved(parsed.study, root),
         model=model,
         model_build=build,
+        prepare=parsed.prepare,
         data=data,
         accuracy=accuracy,
         tuning=parsed.tuning,

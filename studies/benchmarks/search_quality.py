@@ -13,7 +13,7 @@ fp32).
    measurement itself, which is looked up in the exhaustive table by config key: so the searches
    see exactly the values the exhaustive front was built from, and measurement noise cannot make
    a search look better or worse than it is. (The lookup replaces ``quantuna.study.baseline.measure_model``
-   and ``quantuna.study.trial.measure_config`` inside this process.)
+   and ``quantuna.study.trial.quantize_and_measure`` inside this process.)
 3. **Hypervolume** of the feasible trials among the first 10, 20 and 40 trials, divided by the
    hypervolume of the exhaustive feasible front, with objectives turned into minimisation
    (accuracy negated) and measured in two boxes:
@@ -173,13 +173,14 @@ class Lookup:
     def measure_model(self, session: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
         return self.baseline  # only the fp32 baseline reaches it: trials go through measure_config
 
-    def measure_config(self, session: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
+    def measure_config(self, study: Any, trial: Any, session: Any, config: Any, *args: Any,
+                       **kwargs: Any) -> tuple[dict[str, float], None, None]:
         from quantuna.errors import TrialError
 
         self.measured += 1
         if config.key() not in self.values:
             raise TrialError(f"{config.summary()} failed in the exhaustive run")
-        return dict(self.values[config.key()]), None  # (values, latency figures)
+        return dict(self.values[config.key()]), None, None  # (values, reused from, latency)
 
 
 def search(lookup: Lookup, sampler: str, seed: int, trials: int, tmp: Path) -> tuple[Any, int]:
@@ -190,13 +191,13 @@ def search(lookup: Lookup, sampler: str, seed: int, trials: int, tmp: Path) -> t
     import quantuna.study.trial as qt
 
     spec = _spec(sampler, seed, tmp / f"{sampler}-{seed}.db", tmp / f"{sampler}-{seed}", f"{sampler}-{seed}")
-    saved = qb.measure_model, qt.measure_config
-    qb.measure_model, qt.measure_config = lookup.measure_model, lookup.measure_config
+    saved = qb.measure_model, qt.quantize_and_measure
+    qb.measure_model, qt.quantize_and_measure = lookup.measure_model, lookup.measure_config
     before = lookup.measured
     try:
         result = quantuna.tune(spec, n_trials=trials)
     finally:
-        qb.measure_model, qt.measure_config = saved
+        qb.measure_model, qt.quantize_and_measure = saved
     return result, lookup.measured - before
 
 

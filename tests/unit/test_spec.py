@@ -107,7 +107,7 @@ def test_data_name_that_is_not_a_model_input(tiny_dir: Path) -> None:
 
 def test_data_shape_that_does_not_fit_the_model(tiny_dir: Path) -> None:
     np.savez(tiny_dir / "calib.npz", x=np.zeros((10, 1, 5, 5), np.float32))
-    with pytest.raises(SpecError, match=r"data\.calibration: input 'x' has shape \(10, 1, 5, 5\).*\[\?, 1, 4, 4\]"):
+    with pytest.raises(SpecError, match=r"data\.calibration \(calib\.npz\): input 'x' has shape \(10, 1, 5, 5\).*\[\?, 1, 4, 4\]"):
         prepare(load_spec(write_spec(tiny_dir, tiny_spec(tiny_dir))))
 
 

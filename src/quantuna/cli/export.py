@@ -49,11 +49,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                             allow_infeasible=args.allow_infeasible)
     write_export(document, args.output)
     provenance = document["provenance"]
-    print(f"wrote {args.output} (trial {provenance['trial']}, {provenance['picked_by']})")
+    fp32 = document["config"].get("approach") == "fp32"
+    print(f"wrote {args.output} (trial {provenance['trial']}, {provenance['picked_by']})"
+          + (": the fp32 model, no int8 config" if fp32 else ""))
     if args.model is not None:
-        assert result.session is not None
-        apply(args.output, result.session.model.path, out=args.model,
-              calibration=result.session.calibration)
+        session = result.session
+        assert session is not None
+        source = session.preparation.source if session.preparation else session.model.path
+        apply(args.output, source, out=args.model, calibration=session.calibration)
         same = file_sha256(args.model) == document["measured"]["model_sha256"]
         print(f"wrote {args.model}" + (" (identical to the measured model)" if same else
                                       " (differs from the measured model: versions changed?)"))

@@ -33,9 +33,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     session = prepare(spec)
     model = session.model
     print(f"spec      {spec.path}")
-    print(f"model     {model.path} (sha256 {model.sha256[:12]}, {len(model.compute_nodes)} compute nodes)")
+    prepared = session.preparation
+    source = (prepared.source, prepared.source_sha256) if prepared else (model.path, model.sha256)
+    from quantuna.model import COMPUTE_OP_TYPES
+
+    bodies = [op for op in model.subgraph_op_types if op in COMPUTE_OP_TYPES]
+    inner = f"; inside control-flow bodies: {', '.join(bodies)}" if bodies else ""
+    print(f"model     {source[0]} (sha256 {source[1][:12]}, opset {model.opset}, "
+          f"{len(model.compute_nodes)} compute nodes{inner})")
     for info in model.inputs:
         print(f"  input   {info.name} {list(info.shape)}")
+    if prepared is not None:
+        print(f"prepared  {model.path} (sha256 {model.sha256[:12]}): "
+              f"{'; '.join(prepared.applied) or 'nothing to do'}")
+    for note in session.notes:
+        print(f"note      {note}")
     print(f"data      calibration {len(session.calibration)} samples, evaluation "
           f"{len(session.evaluation)} samples")
     directions = ", ".join(f"{n} ({'max' if h else 'min'})"

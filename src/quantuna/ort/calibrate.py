@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quantuna._util import atomic_write, file_lock
 from quantuna.config import QuantConfig
 from quantuna.data import Batch, Dataset
@@ -30,7 +32,7 @@ from quantuna.ort._capture import captured
 from quantuna.ort.options import calibrator_options, quantizable_op_types
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: non-finite activations clipped (ranges made before were [-inf, x])
 _REPORTED: set[Path] = set()  # bad entries already warned about in this process
 
 
@@ -94,6 +96,7 @@ def compute_ranges(
             calibrate_method=method,
             extra_options=options,
         )
+        calibrator.infer_session = FiniteOutputs(calibrator.infer_session)
         with captured("calibrate"):
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
@@ -126,6 +129,43 @@ def entry_problem(entry: Path) -> str | None:
     except ValueError as exc:
         return f"not JSON ({exc})"
     return None
+
+
+def clip_non_finite(array: np.ndarray) -> np.ndarray:
+    """``array`` with -inf/+inf clipped to its finite extremes and NaN to the nearest of them to 0.
+
+    An attention mask of -inf, a log of 0: one non-finite value makes onnxruntime's histogram
+    fail (``supplied range of [-inf, inf] is not finite``) for the whole calibration, and gives
+    MinMax a range int8 cannot represent. Clipped, the range covers the finite values.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    values = array[finite]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    nan = min(max(0.0, low), high)
+    return np.nan_to_num(array, nan=nan, posinf=high, neginf=low)
+
+
+class FiniteOutputs:
+    """The calibrator's augmented session, its outputs with non-finite values clipped.
+
+    Every calibration method reads tensor values through this session: MinMax would otherwise
+    keep a range of [-inf, x] (a quantized model that computes garbage, silently), and the
+    histograms of Entropy and Percentile would fail the whole calibration.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def run(self, output_names: Any, feed: Any, *args: Any) -> list[Any]:
+        outputs = self._session.run(output_names, feed, *args)
+        return [clip_non_finite(o) if isinstance(o, np.ndarray) else o for o in outputs]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 class RangeCache:

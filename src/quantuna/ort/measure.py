@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from quantuna.ort.latency import (
     latency_lock,
     latency_stats,
 )
-from quantuna.ort.session import open_session, output_chunks
+from quantuna.ort.session import open_session, ort_reason, output_chunks
 from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
@@ -93,18 +92,6 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
             best_possible=best,
             samples=seen,
         )
-
-
-_ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from \S+ failed:|"
-                        r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
-
-
-def ort_reason(exc: BaseException, limit: int = 150) -> str:
-    """onnxruntime's error without its source paths and C++ signatures, head and tail kept."""
-    text = " ".join(_ORT_NOISE.sub("", str(exc)).split()) or type(exc).__name__
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit // 3]} ... {text[-(limit - limit // 3 - 5):]}"
 
 
 def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:

@@ -15,15 +15,45 @@ from quantuna.config import QuantConfig
 TYPE_PAIRS = {"U8S8": ("QUInt8", "QInt8"), "U8U8": ("QUInt8", "QUInt8"), "S8S8": ("QInt8", "QInt8")}
 
 
-def quantizer_extra_options(config: QuantConfig) -> dict[str, object]:
-    """``extra_options`` of ``quantize_static`` / ``quantize_dynamic`` for ``config``."""
+def quantizer_extra_options(config: QuantConfig, *, subgraphs: bool = False) -> dict[str, object]:
+    """``extra_options`` of ``quantize_static`` / ``quantize_dynamic`` for ``config``.
+
+    ``subgraphs``: the model has control-flow bodies; dynamic quantization enters them
+    (onnxruntime's static quantizers cannot: QOperator fails, QDQ leaves them in float).
+    """
     options: dict[str, object] = {"WeightSymmetric": bool(config.weight_symmetric)}
     if config.approach == "static":
         options["ActivationSymmetric"] = bool(config.activation_symmetric)
+    if config.approach == "dynamic" and subgraphs:
+        options["EnableSubgraph"] = True
     return options
 
 
-def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[str, Any]:
+def quantizable_by_mode() -> dict[str, frozenset[str]]:
+    """The op types each way of quantizing handles: ``dynamic`` and ``QOperator`` by their
+    registries; QDQ wraps any op type in Q/DQ pairs, so it is left out (no limit)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QLinearOpsRegistry
+
+    return {"dynamic": frozenset(IntegerOpsRegistry), "QOperator": frozenset(QLinearOpsRegistry)}
+
+
+def follower_op_types() -> dict[str, frozenset[str]]:
+    """The op types each static format quantizes only after a quantized neighbour (onnxruntime's
+    direct-8-bit ops such as Reshape and MaxPool, and the removable activations): a set of them
+    alone quantizes nothing."""
+    from onnxruntime.quantization.operators.activation import QDQRemovableActivation
+    from onnxruntime.quantization.operators.direct_q8 import Direct8BitOp, QDQDirect8BitOp
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    def followers(registry: dict[str, Any], kinds: tuple[type, ...]) -> frozenset[str]:
+        return frozenset(op for op, kind in registry.items() if issubclass(kind, kinds))
+
+    return {"QDQ": followers(QDQRegistry, (QDQDirect8BitOp, QDQRemovableActivation)),
+            "QOperator": followers(QLinearOpsRegistry, (Direct8BitOp,))}
+
+
+def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str], *,
+                     subgraphs: bool = False) -> dict[str, Any]:
     """The keyword arguments both onnxruntime quantizers take, for ``config``."""
     from onnxruntime.quantization import QuantType
 
@@ -34,7 +64,7 @@ def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[s
         "reduce_range": bool(config.reduce_range),
         "weight_type": QuantType[weight],
         "nodes_to_exclude": nodes_to_exclude,
-        "extra_options": quantizer_extra_options(config),
+        "extra_options": quantizer_extra_options(config, subgraphs=subgraphs),
     }
 
 

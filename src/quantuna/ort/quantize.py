@@ -48,7 +48,8 @@ def quantize(
         return out
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
-    common = quantizer_kwargs(config, nodes_to_exclude(config, model))
+    common = quantizer_kwargs(config, nodes_to_exclude(config, model),
+                              subgraphs=model.has_subgraphs)
     if config.approach == "static" and ranges is None:
         raise TrialError("static quantization needs calibrated ranges")
     try:

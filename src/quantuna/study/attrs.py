@@ -18,6 +18,8 @@ SENSITIVITY = "sensitivity"  # the node ranking: [{node, op_type, loss}]
 SETUP = "quantuna"  # how the study was made: mode, objectives, higher_is_better
 SPEC_PATH = "spec"  # the spec file the study was made from (load_results(study) reads it)
 CONFIRMED = "confirmed"  # the confirm phase: fp32 and each front trial re-timed together
+FAILED_SETTING = "failed_setting:"  # + key: a setting that fails for this model {setting, reason, trial}
+PREPARATION = "preparation"  # what model preparation applied (see quantuna.ort.prepare)
 
 # trial user attrs
 CONFIG = "config"
@@ -43,6 +45,9 @@ WEIGHTED_SCORE = "weighted_ratio_score"
 FAIL_REASON = "fail_reason"
 STOP_REASON = "stop_reason"
 PRUNE_REASON = "prune_reason"  # the study's pruner stopped the accuracy pass (weighted mode)
+INT8_OPS = "int8_ops"  # integer computations in the quantized file (0: it is the fp32 model)
+INT8_OP_TYPES = "int8_op_types"  # those computations by op type
+AS_FP32 = "is_fp32"  # True: the config quantized nothing, the trial answered with the baseline
 
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"

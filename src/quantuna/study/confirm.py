@@ -46,11 +46,11 @@ def candidates(result: TuneResult, limit: int) -> list[TrialResult]:
     rest = [t for t in result.trials if t.feasible and t.number not in front]
     second = pareto_front(rest, result.objective_names, result.higher_is_better)
 
-    def fastest(layer: list[TrialResult]) -> list[TrialResult]:
-        return sorted((t for t in layer if t.number != first.number),
+    def fastest(layer: list[TrialResult]) -> list[TrialResult]:  # fp32 is the reference itself
+        return sorted((t for t in layer if t.number != first.number and not t.config.is_fp32),
                       key=lambda t: (t.ratio if t.ratio is not None else float("inf"), t.number))
 
-    chosen = [first] if first.number in front else []
+    chosen = [first] if first.number in front and not first.config.is_fp32 else []
     return (chosen + fastest(result.pareto) + fastest(second))[:limit]
 
 

@@ -43,9 +43,9 @@ from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.baseline import ensure_baseline, measure_fp32
+from quantuna.study.measuring import measure_config
 from quantuna.study.session import Session, prepare
 from quantuna.study.trial import (
-    measure_config,
     pruner_hook,
     set_constraint,
     stop_hopeless,
@@ -161,12 +161,12 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace | SpecSource, *,
 
     Example:
         >>> trial = optuna.trial.FixedTrial({
-        ...     "quantuna.op.Conv": "fp32", "quantuna.op.Gemm": "int8", "quantuna.approach": "dynamic",
+        ...     "quantuna.op.Conv": "int8", "quantuna.op.Gemm": "fp32", "quantuna.approach": "dynamic",
         ...     "quantuna.first_node_fp32": False, "quantuna.last_node_fp32": False,
         ...     "quantuna.per_channel": False, "quantuna.reduce_range": False,
         ...     "quantuna.dynamic_types": "U8S8"})
         >>> quantuna.suggest_config(trial, "studies/digits.yaml").summary()
-        'dynamic U8S8 [Gemm]'
+        'dynamic U8S8 [Conv]'
         >>> quantuna.suggest_config(optuna.trial.FixedTrial(
         ...     {"quantuna.op.Conv": "fp32", "quantuna.op.Gemm": "fp32"}), "studies/digits.yaml").is_fp32
         True

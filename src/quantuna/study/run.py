@@ -4,6 +4,7 @@ run until its budget is spent; ``load_results()`` reads it back without running 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from quantuna.study.session import Session, prepare
 from quantuna.study.storage import make_storage, require_existing, sqlite_file
 from quantuna.study.trial import make_objective
 
+logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 SpecSource = str | Path | dict[str, Any] | StudySpec
 
@@ -157,6 +159,7 @@ def run_study(
         check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
     study = open_study(session, sampler=sampler)
     spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
+    record_preparation(study, session)
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
@@ -183,6 +186,15 @@ def check_budget(n_trials: int | None, timeout: float | None) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 <= timeout < float("inf")):
         raise SpecError(f"timeout: {str(timeout)[:40]} is not a number of seconds >= 0 (0: none)")
+
+
+def record_preparation(study: optuna.Study, session: Session) -> None:
+    """Store what model preparation applied (once per study) and say the session's notes."""
+    if session.preparation is not None and attrs.PREPARATION not in study.user_attrs:
+        study.set_user_attr(attrs.PREPARATION,
+                            {**session.preparation.provenance(), "notes": list(session.notes)})
+    for note in session.notes:
+        logger.warning("%s", note)
 
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,

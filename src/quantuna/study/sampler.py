@@ -7,7 +7,8 @@ spends a trial of the budget. This wrapper draws each trial's whole configuratio
 ``suggest``: the base sampler proposes (its multivariate ``sample_relative`` first, then
 ``sample_independent`` for the knobs it left), and while the proposal is a config some other
 trial of the study already has, it proposes again, up to ``attempts`` times; after that it takes
-an unused config of the space at random. Only when the space is exhausted does a trial repeat a
+an unused config of the space at random; configs of a setting that failed for this model
+(:mod:`quantuna.study.failures`) count as used. Only when the space is exhausted does a trial repeat a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
 
@@ -31,10 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, trial_id
 from quantuna._util import import_reference
+from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
 from quantuna.space import SearchSpace
 from quantuna.spec_sampler import SamplerClass
 from quantuna.study import attrs
+from quantuna.study.failures import failed_settings, is_blocked
 
 DEFAULT_ATTEMPTS = 12
 
@@ -88,7 +91,7 @@ class DistinctSampler(BaseSampler):
             if t.number != trial.number and attrs.CONFIG_KEY in t.user_attrs
         }
 
-    def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], str]:
+    def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], QuantConfig]:
         relative = self.base.sample_relative(
             study, trial, self.base.infer_relative_search_space(study, trial)
         )
@@ -103,18 +106,26 @@ class DistinctSampler(BaseSampler):
             params[name] = value
             return value
 
-        return params, self._space_of().build(choose).key()
+        return params, self._space_of().build(choose)
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
+        failed = failed_settings(study)  # settings that fail for this model, by any worker
+
+        def usable(config: QuantConfig) -> bool:
+            return config.key() not in taken and not is_blocked(config, failed)
+
         params: dict[str, Any] = {}
         for _ in range(self._attempts):
-            params, key = self._propose(study, trial)
-            if key not in taken:
+            params, config = self._propose(study, trial)
+            if usable(config):
                 return params
-        unused = [p for p, config in self._space_of().enumerate() if config.key() not in taken]
-        if not unused:
-            return params  # the space is exhausted: the trial repeats a config (and reuses it)
+        space = self._space_of()
+        unused = [p for p, config in space.enumerate() if usable(config)]
+        if not unused:  # the space is exhausted: the trial repeats a config (and reuses it)
+            repeats = [{self._prefix + k: v for k, v in p.items()}
+                       for p, config in space.enumerate() if not is_blocked(config, failed)]
+            return params if not repeats or params in repeats else dict(self._rng.choice(repeats))
         return {self._prefix + k: v for k, v in self._rng.choice(unused).items()}
 
     # --- BaseSampler ---------------------------------------------------------------------------

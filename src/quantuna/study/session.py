@@ -8,11 +8,13 @@ spec, the model and the data, so a bad input fails here with one clear ``SpecErr
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
@@ -31,7 +33,16 @@ from quantuna.objective import (
 from quantuna.ort.calibrate import RangeCache
 from quantuna.ort.latency import Reference, Timing
 from quantuna.ort.measure import AccuracyTask, probe_metric
-from quantuna.space import SearchSpace
+from quantuna.ort.options import follower_op_types, quantizable_by_mode
+from quantuna.ort.prepare import (
+    Prepared,
+    PrepareSettings,
+    cached_prepared,
+    commit_prepared,
+    prepare_model,
+)
+from quantuna.ort.session import check_runs
+from quantuna.space import SearchSpace, required_opset
 from quantuna.spec import StudySpec
 from quantuna.spec_sampler import SamplerClass
 from quantuna.study.sampler import sampler_missing_modules, user_sampler
@@ -58,6 +69,8 @@ class Session:
     eval_batch_size: int
     eval_func: Callable[[Any], float] | None = None
     timing: Timing | None = None
+    preparation: Prepared | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def directions(self) -> list[Literal["minimize", "maximize"]]:
@@ -141,12 +154,22 @@ def prepare(
         evaluation: ``({input: array}, labels)`` batches replacing ``data.evaluation``.
 
     Raises:
-        SpecError: anything that would make every trial fail, named with file and key.
+        SpecError: anything that would make every trial fail, named with file and key (nothing
+            is written then: a newly prepared model reaches the cache only when all passed).
     """
+    with tempfile.TemporaryDirectory(prefix="quantuna-prepare-") as scratch:
+        return _prepare(spec, Path(scratch), mode=mode, eval_func=eval_func, objectives=objectives,
+                        calibration=calibration, evaluation=evaluation)
+
+
+def _prepare(spec: StudySpec, scratch: Path, *, mode: str | None,
+             eval_func: Callable[[Any], float] | None, objectives: Sequence[Any] | None,
+             calibration: Iterable[Any] | None, evaluation: Iterable[Any] | None) -> Session:
     where = spec.where
     mode = mode or spec.tuning.mode
     _check_study_settings(spec, mode)
-    model = _model(spec)
+    preparation = prepare_spec_model(spec, scratch)
+    model = inspect_model(preparation.path, where=f"{where}: model (prepared)")
     metric = resolve_metric(
         spec.accuracy.metric, spec.accuracy.higher_is_better, where=f"{where}: accuracy.metric"
     )
@@ -166,10 +189,11 @@ def prepare(
         where=f"{where}: data.evaluation",
         need_labels=metric.needs_labels and eval_func is None,
     )
-    fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
+    calib_batch, eval_batch = _check_feeds(spec, model, calibration_set, evaluation_set)
     if eval_func is None:
-        _check_metric(spec, model, metric, evaluation_set, fixed or spec.data.evaluation.batch_size)
-    space = SearchSpace(spec.space, model, len(calibration_set), where=where)
+        _check_metric(spec, model, metric, evaluation_set, eval_batch)
+    space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
+                        followers=follower_op_types(), where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
     if too_big:
         raise SpecError(
@@ -178,7 +202,8 @@ def prepare(
         )
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
-    calib_batch = fixed or spec.data.calibration.batch_size
+    preparation = _keep(spec, preparation)  # every check passed
+    model = replace(model, path=preparation.path)
     ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
                         calib_batch, op_types=sorted(space.op_knobs))
     return Session(
@@ -193,10 +218,12 @@ def prepare(
         objective_names=names,
         higher_is_better=hib,
         ranges=ranges,
-        eval_batch_size=fixed or spec.data.evaluation.batch_size,
+        eval_batch_size=eval_batch,
         eval_func=eval_func,
         # one fp32 session held open for the study: every latency is timed interleaved with it
         timing=Timing(Reference(model.path, spec.measure.performance.threads), f"study {spec.name}"),
+        preparation=preparation,
+        notes=(*preparation.notes, *space.notes),
     )
 
 
@@ -230,6 +257,53 @@ def _check_metric(spec: StudySpec, model: ModelInfo, metric: Metric, evaluation:
                 f"{spec.where}: tuning.accuracy_criterion.absolute: {criterion.absolute} is at least "
                 f"the whole range of {metric.name} ({low} to {high}): every model would meet it"
             )
+
+
+def _keep(spec: StudySpec, preparation: Prepared) -> Prepared:
+    """A preparation made in the scratch folder, moved into the spec's cache."""
+    if preparation.path.parent == spec.workdir / "prepared":
+        return preparation
+    check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")
+    check_own_dir(spec.workdir, where=f"{spec.where}: the study's folder")
+    return commit_prepared(preparation, spec.workdir / "prepared")
+
+
+def prepare_spec_model(spec: StudySpec, scratch: Path) -> Prepared:
+    """The spec's model, built on first use, checked, then prepared: from the cache beside the
+    spec, or made in ``scratch`` (moved into the cache by :func:`prepare` once every check passed)."""
+    _model(spec)
+    settings = PrepareSettings(spec.prepare.preprocess, spec.prepare.opset,
+                               required_opset(spec.space))
+    cached = cached_prepared(spec.model, settings, spec.workdir / "prepared")
+    if cached is not None:
+        return cached
+    return prepare_model(spec.model, settings, scratch, where=f"{spec.where}: model")
+
+
+def _check_feeds(spec: StudySpec, model: ModelInfo, calibration: Dataset,
+                 evaluation: Dataset) -> tuple[int, int]:
+    """The calibration and evaluation batch sizes, each run once through the fp32 model (and the
+    latency loop's batch too): whatever the baseline would hit, hit here first."""
+    where = spec.where
+    calib_batch = _fixed_batch(model, calibration) or spec.data.calibration.batch_size
+    eval_batch = _fixed_batch(model, evaluation) or spec.data.evaluation.batch_size
+    shown = f"{spec.model.name} (prepared: {model.path.name})"
+    check_runs(model.path, calibration, calib_batch, where=f"{where}: data.calibration",
+               shown=shown)
+    check_runs(model.path, evaluation, eval_batch, where=f"{where}: data.evaluation", shown=shown)
+    timing_batch = spec.measure.performance.batch_size
+    if timing_batch != eval_batch:
+        check_runs(model.path, evaluation, timing_batch, shown=shown,
+                   where=f"{where}: measure.performance.batch_size {timing_batch}")
+    return calib_batch, eval_batch
+
+
+def _fixed_batch(model: ModelInfo, data: Dataset) -> int | None:
+    """The batch size a model fixes on its first sampled input's batch axis, if it does."""
+    for info in model.inputs:
+        if info.name in data.inputs and info.shape:
+            return info.shape[data.axes.get(info.name, 0)]
+    return None
 
 
 def _check_study_settings(spec: StudySpec, mode: str) -> None:

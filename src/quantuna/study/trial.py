@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,24 +24,26 @@ from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
+from quantuna.ort.int8ops import count_int8_ops
 from quantuna.ort.measure import OnProgress
-from quantuna.ort.quantize import quantize
 from quantuna.study import attrs
 from quantuna.study.artifacts import upload_trial_artifacts
-from quantuna.study.baseline import measure_model
+from quantuna.study.failures import failed_settings, is_blocked
+from quantuna.study.measuring import measure_file, quantize_config
 from quantuna.study.mutex import claim_measurement
 from quantuna.study.session import Session
 
 logger = logging.getLogger(__name__)
 Objective = Callable[[optuna.Trial], "Sequence[float] | float"]
-Record = Callable[[str, Any], None]  # trial.set_user_attr, or a no-op outside a trial
 
 
-def find_measured(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
-    """A finished trial of the same config: measured (COMPLETE) or stopped early (PRUNED)."""
+def find_measured(study: optuna.Study, key: str, number: int, *,
+                  attr: str = attrs.CONFIG_KEY) -> optuna.trial.FrozenTrial | None:
+    """A finished trial whose ``attr`` (the config key, or the quantized file's sha256) is
+    ``key``: measured (COMPLETE) or stopped early (PRUNED)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=states):
-        if t.number == number or t.user_attrs.get(attrs.CONFIG_KEY) != key:
+        if t.number == number or t.user_attrs.get(attr) != key:
             continue
         if attrs.VALUES in t.user_attrs or attrs.STOP_REASON in t.user_attrs:
             return t
@@ -137,7 +138,8 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         trial.set_user_attr(attrs.SECONDS, seconds)
         model_file = session.model_path_for(config)
         saved = model_file if session.spec.study.save_models and model_file.is_file() else None
-        upload_trial_artifacts(trial, config.to_yaml(), saved, session.spec)
+        answered = QuantConfig() if reused == "baseline" else config
+        upload_trial_artifacts(trial, answered.to_yaml(), saved, session.spec)
         return _optuna_values(trial, session, values, base_values, latency)
 
     return objective
@@ -171,27 +173,48 @@ def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:
     return {**stored, "ratio": 1.0, "low": min(stored["low"], 1.0), "high": max(stored["high"], 1.0)}
 
 
+Answer = tuple[dict[str, float], "int | str | None", "dict[str, Any] | None"]
+
+
+def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial, seconds: dict[str, float],
+           baseline: dict[str, Any]) -> Answer:
+    """The values of an earlier trial (measured, stopped early, or found to be fp32)."""
+    stored = previous.user_attrs
+    for name in (attrs.MODEL_SHA256, attrs.MODEL_BYTES, attrs.INT8_OPS, attrs.INT8_OP_TYPES,
+                 attrs.AS_FP32):
+        if name in stored:
+            trial.set_user_attr(name, stored[name])
+    if stored.get(attrs.AS_FP32):
+        trial.set_user_attr(attrs.SUMMARY, stored.get(attrs.SUMMARY))
+        return dict(stored[attrs.VALUES]), "baseline", fp32_latency(baseline)
+    if attrs.VALUES not in stored:
+        stop_hopeless(trial, stored[attrs.STOP_REASON], stored[attrs.CONSTRAINT], seconds,
+                      previous.number)
+    return dict(stored[attrs.VALUES]), previous.number, stored.get(attrs.LATENCY)
+
+
 def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
                seconds: dict[str, float], target: float, stop_at: float | None,
-               baseline: dict[str, Any]) -> tuple[dict[str, float], int | str | None, dict[str, Any] | None]:
-    """The trial's objective values, where they came from (None: measured now), its latency."""
+               baseline: dict[str, Any]) -> Answer:
+    """The trial's objective values, where they came from (None: measured now), its latency.
+
+    Reused, in this order: the baseline for the fp32 config; the values of a trial with the same
+    config; the baseline for a quantized file with no int8 op (it *is* the fp32 model); the
+    values of a trial whose quantized file has the same bytes.
+    """
     if config.is_fp32:
         trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
         return dict(baseline["values"]), "baseline", fp32_latency(baseline)
     previous = claim_measurement(study, trial, config.key(), find_measured)
-    if previous is not None and attrs.VALUES not in previous.user_attrs:
-        stored = previous.user_attrs
-        stop_hopeless(trial, stored[attrs.STOP_REASON], stored[attrs.CONSTRAINT], seconds,
-                      previous.number)
     if previous is not None:
-        for key in (attrs.MODEL_SHA256, attrs.MODEL_BYTES):
-            trial.set_user_attr(key, previous.user_attrs.get(key))
-        return (dict(previous.user_attrs[attrs.VALUES]), previous.number,
-                previous.user_attrs.get(attrs.LATENCY))
+        return _reuse(trial, previous, seconds, baseline)
+    for failed in failed_settings(study):
+        if is_blocked(config, [failed]):  # an enqueued config, or a worker that drew it at once
+            trial.set_user_attr(attrs.FAIL_REASON, failed["reason"])
+            raise TrialError(failed["reason"])
     hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
-        values, latency = measure_config(session, config, seconds, trial.set_user_attr, stop_at, hook)
-        return values, None, latency
+        return quantize_and_measure(study, trial, session, config, seconds, stop_at, hook, baseline)
     except HopelessTrial as exc:
         violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
         stop_hopeless(trial, str(exc), violation, seconds, None)
@@ -205,38 +228,42 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
         raise
 
 
-def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
-                   record: Record, target: float | None, on_progress: OnProgress | None = None,
-                   out: Path | None = None) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Calibrate (cached), quantize and measure one config; its values and latency figures.
-
-    ``record(key, value)`` keeps the side facts (``trial.set_user_attr`` in a trial); with
-    ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass; ``out``
-    is where the quantized model goes (default: ``session.model_path_for(config)``).
-    """
-    ranges = None
-    if config.approach == "static":
-        try:
-            got = session.ranges.get(config)
-        except Exception as exc:
-            raise TrialError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
-        ranges = got.path
-        seconds["calibrate"] = got.seconds
-        record(attrs.CALIBRATION_REUSED, got.reused)
-    start = time.perf_counter()
-    path = quantize(session.model, config, out or session.model_path_for(config), ranges=ranges)
-    seconds["quantize"] = time.perf_counter() - start
-    record(attrs.MODEL_SHA256, sha256_file(path))
-    record(attrs.MODEL_BYTES, path.stat().st_size)
+def quantize_and_measure(study: optuna.Study, trial: optuna.Trial, session: Session,
+                          config: QuantConfig, seconds: dict[str, float], stop_at: float | None,
+                          hook: OnProgress | None, baseline: dict[str, Any]) -> Answer:
+    """Quantize one config, then reuse (no int8 op: the baseline; same bytes: that trial) or
+    measure the file."""
+    path = quantize_config(session, config, seconds, trial.set_user_attr, study=study,
+                           trial_number=trial.number)
     try:
-        m = measure_model(session, path, target, on_progress)
+        same = _same_file(study, trial, session, config, path)
+        if same == "fp32":
+            return dict(baseline["values"]), "baseline", fp32_latency(baseline)
+        if isinstance(same, optuna.trial.FrozenTrial):
+            return _reuse(trial, same, seconds, baseline)
+        values, latency = measure_file(session, path, seconds, trial.set_user_attr, stop_at, hook)
+        return values, None, latency
     finally:
         if not session.spec.study.save_models:
             path.unlink(missing_ok=True)
-    seconds.update(m.seconds)
-    if m.throughput is not None:
-        record(attrs.THROUGHPUT, m.throughput)
-    return m.values, (m.latency.to_dict() if m.latency is not None else None)
+
+
+def _same_file(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
+               path: Path) -> optuna.trial.FrozenTrial | str | None:
+    """Count the file's int8 ops: ``"fp32"`` when it has none, else the trial that measured the
+    same bytes (None: nobody yet)."""
+    ops = count_int8_ops(path)
+    trial.set_user_attr(attrs.INT8_OPS, sum(ops.values()))
+    trial.set_user_attr(attrs.INT8_OP_TYPES, ops)
+    if not ops:
+        trial.set_user_attr(attrs.AS_FP32, True)
+        trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
+        trial.set_user_attr(attrs.SUMMARY, f"fp32 (no int8 op in {config.summary()})")
+        return "fp32"
+    sha = sha256_file(path)
+    trial.set_user_attr(attrs.MODEL_SHA256, sha)
+    trial.set_user_attr(attrs.MODEL_BYTES, path.stat().st_size)
+    return find_measured(study, sha, trial.number, attr=attrs.MODEL_SHA256)
 
 
 def _optuna_values(trial: optuna.Trial, session: Session, values: dict[str, float],
