@@ -5,6 +5,10 @@ The public API is re-exported here and imported lazily, so ``import quantuna`` s
 >>> import quantuna
 >>> result = quantuna.tune("studies/digits.yaml", n_trials=40)  # doctest: +SKIP
 >>> result.best().config.to_yaml()  # doctest: +SKIP
+
+From your own Optuna code: :class:`StudyObjective` (an objective for ``study.optimize``), and
+:func:`search_space`, :func:`suggest_config`, :func:`measure`, :func:`set_accuracy_constraint`
+(quantuna's knobs and engine inside your own objective); see the README.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ _EXPORTS = {
     "QuantunaError": "quantuna.errors",
     "SpecError": "quantuna.errors",
     "TrialError": "quantuna.errors",
+    "StudyObjective": "quantuna.study.objective",
+    "DistinctSampler": "quantuna.study.sampler",
+    "search_space": "quantuna.study.joint",
+    "suggest_config": "quantuna.study.joint",
+    "measure": "quantuna.study.joint",
+    "set_accuracy_constraint": "quantuna.study.joint",
+    "MeasureResult": "quantuna.study.joint",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,7 +1,7 @@
 """Every private API of optuna and optuna-dashboard quantuna relies on, in one place.
 
 - ids and internals of studies and trials (``_storage``, ``_study_id``, ``_trial_id``,
-  ``_stop_flag``);
+  ``_stop_flag``), and the RDB storage behind Optuna's cache (``_CachedStorage._backend``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
 - :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``.
@@ -34,6 +34,7 @@ __all__ = [
     "feasible_best_trials",
     "set_legacy_constraints",
     "stop_requested",
+    "storage_url",
     "study_id",
     "study_storage",
     "trial_id",
@@ -43,6 +44,15 @@ __all__ = [
 def study_storage(study: optuna.Study) -> BaseStorage:
     """The storage object of a study (Optuna keeps it as ``Study._storage``)."""
     return study._storage
+
+
+def storage_url(study: optuna.Study) -> str | None:
+    """The URL of a study's RDB storage (``Study._storage``, a ``_CachedStorage`` whose
+    ``_backend`` is the ``RDBStorage``), or None for other storages."""
+    storage = study_storage(study)
+    backend = getattr(storage, "_backend", storage)
+    url = getattr(backend, "url", None) if isinstance(backend, optuna.storages.RDBStorage) else None
+    return str(url) if url is not None else None
 
 
 def study_id(study: optuna.Study) -> int:

@@ -4,14 +4,72 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
 
+from quantuna._util import cut, shorten
 from quantuna.errors import SpecError
 
 Approach = Literal["fp32", "static", "dynamic"]
+NAME = r"^[A-Za-z_][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
+
+
+class _ConfigSchema(BaseModel):
+    """The typed schema a config file goes through (a config may come from someone else)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approach: Approach = "fp32"
+    quant_format: Literal["QDQ", "QOperator"] | None = None
+    types: Literal["U8S8", "U8U8", "S8S8"] | None = None
+    per_channel: StrictBool | None = None
+    reduce_range: StrictBool | None = None
+    activation_symmetric: StrictBool | None = None
+    weight_symmetric: StrictBool | None = None
+    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] | None = None
+    percentile: StrictFloat | StrictInt | None = Field(default=None, ge=90, lt=100)
+    calibration_size: StrictInt | None = Field(default=None, gt=0)
+    op_types: list[str] = Field(default=[], max_length=1000)
+    first_node_fp32: StrictBool | None = None
+    last_node_fp32: StrictBool | None = None
+    exclude_nodes: list[str] = Field(default=[], max_length=100_000)
+
+
+def _check_combination(values: dict[str, Any]) -> str | None:
+    """What is wrong with a combination of fields (each valid on its own), or ``None``."""
+    approach = values.get("approach", "fp32")
+    static_only = ("quant_format", "activation_symmetric", "calibrate_method", "percentile",
+                   "calibration_size")
+    if approach == "fp32":
+        extra = [k for k, v in values.items() if k != "approach" and v not in (None, [], ())]
+        return f"{extra[0]}: an fp32 config has only 'approach'" if extra else None
+    if not values.get("op_types"):
+        return "op_types: a quantized config names at least one op type"
+    if approach == "dynamic":
+        extra = [k for k in static_only if values.get(k) is not None]
+        if extra:
+            return f"{extra[0]}: applies to static quantization only, not dynamic"
+        if values.get("types", "U8S8") not in ("U8S8", "U8U8"):
+            return f"types: {values['types']!r}: dynamic quantization takes U8S8 or U8U8"
+        return None
+    for key in ("calibrate_method", "calibration_size"):
+        if values.get(key) is None:
+            return f"{key}: a static config needs it"
+    if (values["calibrate_method"] == "Percentile") != (values.get("percentile") is not None):
+        return "percentile: given exactly when calibrate_method is Percentile"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,17 +144,36 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> QuantConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        """Build a config from :meth:`to_dict` output, through a typed schema.
+
+        Unknown keys, values of the wrong type (``per_channel: maybe``), values outside their
+        choices (``types: U8S9``) and combinations quantuna never writes (a dynamic config with a
+        calibration method) are a :class:`SpecError` naming the key and the value.
+        """
+        if not isinstance(data, dict):
+            raise SpecError(f"{where}: a config is a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((str(k) for k in set(data) - known), key=len)
         if unknown:
-            raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        values = dict(data)
+            raise SpecError(f"{where}: unknown key {shorten(unknown[0], 60)} "
+                            f"(known: {', '.join(sorted(known))})")
+        try:
+            checked = _ConfigSchema.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise SpecError(f"{where}: {cut(loc, 60)}: {cut(first['msg'])} "
+                            f"(got {shorten(first.get('input'), 80)})") from None
+        values = {k: v for k, v in checked.model_dump().items() if k in data}
+        bad = [n for n in [*checked.op_types, *checked.exclude_nodes] if not re.match(NAME, n)]
+        if bad:
+            raise SpecError(f"{where}: {shorten(bad[0], 80)} is not an op type or node name")
+        problem = _check_combination(values)
+        if problem is not None:
+            raise SpecError(f"{where}: {problem}")
         for key in ("op_types", "exclude_nodes"):
             if key in values:
                 values[key] = tuple(values[key])
-        if values.get("approach", "fp32") not in ("fp32", "static", "dynamic"):
-            raise SpecError(f"{where}: approach: {values['approach']!r} is not fp32, static or dynamic")
         return cls(**values)
 
     def key(self) -> str:

@@ -145,6 +145,16 @@ def _check_fits(inputs: dict[str, np.ndarray], info: InputInfo, where: str) -> n
         ) from None
 
 
+def _check_finite(inputs: dict[str, np.ndarray], labels: np.ndarray | None, where: str) -> None:
+    """NaN or Inf in the data would lower the baseline silently: refuse it."""
+    arrays = dict(inputs) if labels is None else {**inputs, "labels": labels}
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            key = "labels" if name == "labels" and labels is not None else f"input {name!r}"
+            raise SpecError(f"{where}: {key} holds {bad} NaN or Inf values; clean the data first")
+
+
 def _show(shape: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -183,6 +193,9 @@ def load_dataset(
     counts = {len(a) for a in checked.values()}
     if len(counts) != 1:
         raise SpecError(f"{where}: inputs have different sample counts {sorted(counts)}")
+    if counts == {0} or size == 0:
+        raise SpecError(f"{where}: 0 samples; give at least one")
+    _check_finite(checked, labels, where)
     if need_labels and labels is None:
         raise SpecError(f"{where}.labels: the accuracy metric needs labels; name the labels key")
     if labels is not None and len(labels) != counts.pop():

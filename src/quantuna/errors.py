@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE = 600  # characters; a message quoting a huge value keeps its head and its tail
+
 
 class QuantunaError(Exception):
-    """Base class of every error quantuna raises on purpose."""
+    """Base class of every error quantuna raises on purpose.
+
+    The message is kept on one line and bounded (:data:`MAX_MESSAGE`), whatever value it quotes.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            text = " ".join(args[0].split())
+            if len(text) > MAX_MESSAGE:
+                text = f"{text[: MAX_MESSAGE - 205]} ... {text[-200:]}"
+            args = (text,)
+        super().__init__(*args)
 
 
 class SpecError(QuantunaError):
@@ -30,3 +43,17 @@ class HopelessTrial(TrialError):
         super().__init__(message)
         self.best_possible = best_possible
         self.samples = samples
+
+
+class PrunedTrial(TrialError):
+    """A pruner asked to stop the trial while its accuracy pass reported intermediate values.
+
+    Attributes:
+        samples: how many evaluation samples were measured before stopping.
+        partial: the metric on those samples.
+    """
+
+    def __init__(self, message: str, samples: int, partial: float) -> None:
+        super().__init__(message)
+        self.samples = samples
+        self.partial = partial

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,19 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from quantuna._util import sha256_file
+from quantuna._secrets import redact_url
+from quantuna._util import atomic_write, check_output_path, cut, read_yaml, sha256_file, shorten
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import QuantunaError, SpecError
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
+from quantuna.ort.options import quantizable_op_types
 from quantuna.ort.quantize import quantize
 from quantuna.results import TrialResult, TuneResult
-from quantuna.spec import DataSource, redact_url
+from quantuna.spec import DataSource
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+SHA256 = r"^[0-9a-f]{64}$"
 
 
 def versions() -> dict[str, str]:
@@ -51,26 +54,73 @@ class ExportedConfig:
     config: QuantConfig
     calibration: dict[str, Any] | None
     provenance: dict[str, Any]
+    where: str = "config"
 
     @classmethod
     def read(cls, path: str | Path) -> ExportedConfig:
-        """Read a file written by :func:`export_trial` (or a bare ``QuantConfig`` mapping)."""
+        """Read a file written by :func:`export_trial` (or a bare ``QuantConfig`` mapping).
+
+        Every section goes through a typed schema (a config may come from someone else): one
+        :class:`SpecError` naming the file, the key and the value.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise SpecError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise SpecError(f"{path}: a quantuna config is a YAML mapping")
+        raw = read_yaml(path, what="a quantuna config")
+        where = str(path)
         if "config" not in raw:  # a bare QuantConfig mapping
-            return cls(QuantConfig.from_dict(raw, where=str(path)), None, {})
-        unknown = sorted(set(raw) - {"quantuna_config", "config", "calibration", "provenance", "measured"})
+            return cls(QuantConfig.from_dict(raw, where=where), None, {}, where)
+        unknown = sorted(str(k) for k in set(raw) - {"quantuna_config", "config", "calibration",
+                                                      "provenance", "measured"})
         if unknown:
-            raise SpecError(f"{path}: unknown key {unknown[0]!r}")
-        config = QuantConfig.from_dict(raw["config"], where=f"{path}: config")
-        return cls(config, raw.get("calibration"), dict(raw.get("provenance") or {}))
+            raise SpecError(f"{where}: unknown key {shorten(unknown[0], 60)}")
+        if raw.get("quantuna_config", FORMAT_VERSION) != FORMAT_VERSION:
+            raise SpecError(f"{where}: quantuna_config: {shorten(raw['quantuna_config'], 40)} is not "
+                            f"{FORMAT_VERSION}, the format this quantuna reads")
+        config = QuantConfig.from_dict(raw["config"], where=f"{where}: config")
+        calibration = _checked_section(_CalibrationSchema, raw.get("calibration"), f"{where}: calibration")
+        provenance = raw.get("provenance") or {}
+        if not isinstance(provenance, dict):
+            raise SpecError(f"{where}: provenance: a mapping, got {type(provenance).__name__}")
+        _checked_section(_SourceModelSchema, provenance.get("source_model"),
+                         f"{where}: provenance.source_model")
+        _checked_section(_MeasuredSchema, raw.get("measured"), f"{where}: measured")
+        return cls(config, calibration, dict(provenance), where)
+
+
+class _CalibrationSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    loader: str | None = None
+    inputs: dict[str, str] | None = None
+    size: StrictInt | None = Field(default=None, gt=0)
+    batch_size: StrictInt = Field(default=32, gt=0)
+    sha256: str | None = Field(default=None, pattern=SHA256)
+
+
+class _SourceModelSchema(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    sha256: str | None = Field(default=None, pattern=SHA256)
+
+
+class _MeasuredSchema(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model_sha256: str | None = Field(default=None, pattern=SHA256)
+
+
+def _checked_section(schema: type[BaseModel], value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a mapping, got {type(value).__name__}")
+    try:
+        return schema.model_validate(value).model_dump(exclude_none=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise SpecError(f"{where}.{cut(loc, 60)}: {cut(first['msg'], 120)} "
+                        f"(got {shorten(first.get('input'), 80)})") from None
 
 
 def _chosen(result: TuneResult, trial: int | None, rule: str,
@@ -152,32 +202,65 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
 
 
 def write_export(document: dict[str, Any], out: str | Path) -> Path:
-    """Write an export document as YAML."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return out
+    """Write an export document as YAML (atomically: the file is whole or absent)."""
+    return atomic_write(Path(out), yaml.safe_dump(document, sort_keys=False))
 
 
-def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any) -> tuple[Dataset, int]:
+def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any,
+                      trust_code: bool) -> tuple[Dataset, int]:
     info = exported.calibration or {}
+    where = f"{exported.where}: calibration"
     batch_size = int(info.get("batch_size", 32))
     if isinstance(override, Dataset):
-        return override, batch_size
-    if override is not None:
-        source = DataSource(path=Path(override), inputs=info.get("inputs"), size=info.get("size"))
-    elif info.get("path") or info.get("loader"):
-        path = Path(info["path"]) if info.get("path") else None
-        source = DataSource(path=path, loader=info.get("loader"), inputs=info.get("inputs"), size=info.get("size"))
+        data = override
     else:
-        raise SpecError(
-            "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
-        )
-    data = load_dataset(source, model_info, where="calibration")
-    expected = info.get("sha256")
-    if expected and data.sha256 != expected:
-        logger.warning("the calibration data differs from the study's; the ranges will differ too")
+        if override is not None:
+            source = _source(where, path=Path(override), inputs=info.get("inputs"), size=info.get("size"))
+        elif info.get("loader"):
+            if not trust_code:
+                raise SpecError(
+                    f"{where}.loader: {shorten(info['loader'], 80)} is code named in a config file; "
+                    "quantuna runs it only with --trust-code (API: trust_code=True), or give "
+                    "--calibration FILE.npz"
+                )
+            source = _source(where, loader=info["loader"], inputs=info.get("inputs"), size=info.get("size"))
+        elif info.get("path"):
+            source = _source(where, path=Path(info["path"]), inputs=info.get("inputs"), size=info.get("size"))
+        else:
+            raise SpecError(
+                "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
+            )
+        data = load_dataset(source, model_info, where=where)
+        expected = info.get("sha256")
+        if expected and data.sha256 != expected:
+            logger.warning("the calibration data differs from the study's; the ranges will differ too")
+    size = exported.config.calibration_size or 0
+    if size > len(data):
+        raise SpecError(f"{exported.where}: config.calibration_size: {size} samples asked, the "
+                        f"calibration data has {len(data)}")
     return data, batch_size
+
+
+def _source(where: str, **fields: Any) -> DataSource:
+    try:
+        return DataSource(**fields)
+    except ValidationError as err:
+        raise SpecError(f"{where}: {cut(err.errors()[0]['msg'], 160)}") from None
+
+
+def _check_against_model(exported: ExportedConfig, info: Any) -> None:
+    """The config's op types and nodes exist (in onnxruntime or the model)."""
+    config = exported.config
+    known = set(quantizable_op_types()) | set(info.op_types)
+    unknown = [op for op in config.op_types if op not in known]
+    if unknown:
+        raise SpecError(f"{exported.where}: config.op_types: {shorten(unknown[0], 60)} is neither an "
+                        f"op type onnxruntime quantizes nor one of the model's")
+    nodes = set(info.compute_nodes)
+    missing = [n for n in config.exclude_nodes if n not in nodes]
+    if missing:
+        logger.warning("%s: exclude_nodes: %s is not a compute node of this model",
+                       exported.where, shorten(missing[0], 60))
 
 
 def apply(
@@ -186,6 +269,7 @@ def apply(
     *,
     out: str | Path | None = None,
     calibration: Dataset | str | Path | None = None,
+    trust_code: bool = False,
 ) -> Any:
     """Rebuild the quantized model a config describes.
 
@@ -195,6 +279,9 @@ def apply(
         out: where to write the quantized model (default: a temporary file, removed).
         calibration: calibration data (a ``Dataset`` or an ``.npz`` path); default: the data the
             exported file names.
+        trust_code: run a calibration ``loader`` the config names (``pkg.mod:fn``,
+            ``file.py:fn``). Off by default: a config file is data, maybe from someone else, and
+            never runs code unless you say so.
 
     Returns:
         The quantized ``onnx.ModelProto``.
@@ -204,6 +291,8 @@ def apply(
     """
     import onnx
 
+    if out is not None:
+        check_output_path(Path(out), where="output")
     if isinstance(config, QuantConfig):
         exported = ExportedConfig(config, None, {})
     elif isinstance(config, ExportedConfig):
@@ -211,13 +300,14 @@ def apply(
     else:
         exported = ExportedConfig.read(config)
     info = inspect_model(Path(model), where="model")
+    _check_against_model(exported, info)
     expected = exported.provenance.get("source_model", {}).get("sha256")
     if expected and expected != info.sha256:
         logger.warning("the model differs from the one the config was tuned on")
     with tempfile.TemporaryDirectory(prefix="quantuna-apply-") as tmp:
         ranges = None
         if exported.config.approach == "static":
-            data, batch_size = _calibration_data(exported, info, calibration)
+            data, batch_size = _calibration_data(exported, info, calibration, trust_code)
             ranges = Path(tmp) / "ranges.json"
             # the config's own op types: each tensor's range is computed on its own, so these are
             # the ranges the study's wider calibration gave the tensors this config quantizes
@@ -225,8 +315,7 @@ def apply(
                            op_types=exported.config.op_types)
         built = quantize(info, exported.config, Path(tmp) / "model.onnx", ranges=ranges)
         if out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(built, out)
+            atomic_write(Path(out), built.read_bytes())
         return onnx.load(str(built))
 
 

@@ -108,6 +108,44 @@ BUILTIN_METRICS: dict[str, Metric] = {
 }
 
 
+def check_labels(metric: Metric, labels: np.ndarray | None, where: str) -> None:
+    """Refuse labels a built-in metric would score wrongly (string labels made top1 score 0)."""
+    if labels is None or metric.name not in BUILTIN_METRICS:
+        return
+    if labels.dtype.kind not in "iuf":
+        raise SpecError(f"{where}.labels: {metric.name} needs numeric labels, got dtype {labels.dtype}")
+    if metric.name in ("top1", "top5"):
+        if labels.ndim > 1 and labels.shape[1:] != (1,):
+            raise SpecError(f"{where}.labels: {metric.name} needs one class index per sample, got "
+                            f"shape {labels.shape} (one-hot? store labels.argmax(axis=1))")
+        if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+            raise SpecError(f"{where}.labels: {metric.name} needs whole class indices, got fractions")
+
+
+def check_classes(metric: Metric, labels: np.ndarray | None, outputs: np.ndarray, where: str) -> None:
+    """top-k labels must index the model's classes (labels 1..10 for 10 classes score low)."""
+    if labels is None or metric.name not in ("top1", "top5") or not len(outputs):
+        return
+    classes = outputs.reshape(len(outputs), -1).shape[1]
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= classes:
+        raise SpecError(f"{where}.labels: {metric.name} labels run from {low} to {high}, but the "
+                        f"model scores {classes} classes (0 to {classes - 1})")
+
+
+def metric_value(metric: Metric, value: object, where: str) -> float:
+    """``value`` as the metric's number, or a SpecError saying what the metric returned."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        shown = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise SpecError(f"{where}: {metric.name} returned {shown}, not a number "
+                        "(a metric is fn(outputs, labels) -> float)")
+    if not np.isfinite(float(value)):
+        raise SpecError(f"{where}: {metric.name} returned {value} on the fp32 model, not a finite number")
+    return float(value)
+
+
 def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> Metric:
     """A built-in metric by name, or a user's ``package.module:function``."""
     if name in BUILTIN_METRICS:
@@ -123,7 +161,11 @@ def resolve_metric(name: str, higher_is_better: bool | None, *, where: str) -> M
         known = ", ".join(BUILTIN_METRICS)
         raise SpecError(f"{where}: unknown metric {name!r} (built-ins: {known}; or 'pkg.mod:fn')")
     if higher_is_better is not None and higher_is_better != metric.higher_is_better:
-        # the user reversed the direction: the per-sample bound no longer applies
+        if name in BUILTIN_METRICS:  # top1 minimised searches for the least accurate model
+            way = "higher" if metric.higher_is_better else "lower"
+            raise SpecError(f"{where.removesuffix('.metric')}.higher_is_better: {higher_is_better} contradicts "
+                            f"{name}, where {way} is better; remove it or give "
+                            f"{metric.higher_is_better}")
         metric = Metric(metric.name, metric.fn, higher_is_better, metric.needs_labels,
                         bounds=metric.value_bounds)
     return metric

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from quantuna._util import file_lock, import_reference, sha256_file
+from quantuna._util import cut, file_lock, import_reference, sha256_file
 from quantuna.errors import SpecError
 
 logger = logging.getLogger(__name__)
@@ -102,19 +103,27 @@ def inspect_model(path: Path, *, where: str = "model") -> ModelInfo:
 
 
 def build_model(path: Path, build: str, *, where: str) -> None:
-    """Build a model on first use: ``build(path)`` writes it (once, under a file lock)."""
+    """Build a model on first use: ``build(tmp)`` writes it, then it is renamed to ``path``.
+
+    Once, under a file lock (kept in the per-user lock folder: a failing build leaves nothing
+    beside the model); a half-built file never appears at ``path``.
+    """
     if path.is_file():
         return
     builder = import_reference(build, where=where)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.with_suffix(".lock")):
+    with file_lock(path):
         if path.is_file():
             return
         logger.info("building %s with %s", path, build)
+        staged = path.with_name(f".{path.stem}.{os.getpid()}.building{path.suffix}")
         try:
-            builder(path)
+            builder(staged)
+            if staged.is_file():
+                os.replace(staged, path)
         except Exception as exc:
-            path.unlink(missing_ok=True)
-            raise SpecError(f"{where}: {build} failed: {type(exc).__name__}: {exc}") from None
+            raise SpecError(f"{where}: {build} failed: {type(exc).__name__}: {cut(str(exc))}") from None
+        finally:
+            staged.unlink(missing_ok=True)
     if not path.is_file():
-        raise SpecError(f"{where}: {build} did not write {path}")
+        raise SpecError(f"{where}: {build} did not write the file it was given (for {path})")

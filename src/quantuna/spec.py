@@ -6,21 +6,23 @@ value and what would be accepted. Relative paths are resolved against the spec's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from quantuna._secrets import remember_url
+from quantuna._util import cut, read_yaml, shorten
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
 from quantuna.spec_measure import ConfirmMeasure as ConfirmMeasure
 from quantuna.spec_measure import MeasureSection as MeasureSection
 from quantuna.spec_measure import PerformanceMeasure as PerformanceMeasure
+from quantuna.spec_sampler import SamplerChoice, with_sampler_resolved
 
-Sampler = Literal["auto", "tpe", "nsga2", "gp", "random", "grid"]
 TypePair = Literal["U8S8", "U8U8", "S8S8"]
 Precision = Literal["int8", "fp32"]
 DEFAULT_OBJECTIVES = ["accuracy", "performance", "modelsize"]
@@ -35,8 +37,8 @@ class StudySection(_Strict):
 
     name: str | None = None
     storage: str | None = None
-    sampler: Sampler = "auto"
-    seed: int | None = 0
+    sampler: SamplerChoice = "auto"  # a name or a class of your own (quantuna.spec_sampler)
+    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     save_models: bool = False
 
 
@@ -59,7 +61,7 @@ class DataSource(_Strict):
         if (self.path is None) == (self.loader is None):
             raise ValueError("give exactly one of 'path' (an .npz file) or 'loader' ('pkg.mod:fn')")
         if self.loader is not None and not _is_reference(self.loader):
-            raise ValueError(f"loader {self.loader!r} must look like 'package.module:function'")
+            raise ValueError(f"loader {shorten(self.loader)} must look like 'package.module:function'")
         return self
 
 
@@ -108,6 +110,11 @@ class AccuracyCriterion(_Strict):
     def _one_kind(self) -> AccuracyCriterion:
         if self.relative is not None and self.absolute is not None:
             raise ValueError("give either 'relative' or 'absolute', not both")
+        if self.relative is not None and not -1.0 < self.relative < 1.0:
+            raise ValueError(f"relative {self.relative} must be a fraction in (-1, 1), e.g. 0.01 "
+                             "for 1 % (negative: must improve)")
+        if self.absolute is not None and not math.isfinite(self.absolute):
+            raise ValueError(f"absolute {self.absolute} must be a finite number")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -202,7 +209,7 @@ class ModelSource(_Strict):
     @model_validator(mode="after")
     def _reference(self) -> ModelSource:
         if not _is_reference(self.build):
-            raise ValueError(f"build {self.build!r} must look like 'file.py:function' or 'pkg.mod:function'")
+            raise ValueError(f"build {shorten(self.build)} must look like 'file.py:function' or 'pkg.mod:function'")
         return self
 
 
@@ -262,33 +269,22 @@ def _resolve_reference(ref: str | None, root: Path) -> str | None:
 
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    msg = first["msg"].removeprefix("Value error, ")
+    errors = err.errors()
+    first = next((e for e in errors if isinstance(e.get("input"), dict)  # model: {path, build}
+                  and any("ModelSource" in str(p) for p in e["loc"])), errors[0])
+    parts = [str(p) for p in first["loc"]]
+    keys = [p for p in parts if not (p.startswith("function-") or "[" in p or p == "lax-or-strict")]
+    loc = cut(".".join(keys), 120)
+    msg = cut(first["msg"].removeprefix("Value error, "), 120)
+    if keys == ["model"] and not any("ModelSource" in p for p in parts) and len(parts) > 1:
+        msg = "give the .onnx file's path, or {path: FILE.onnx, build: 'file.py:function'}"
     if first["type"] == "extra_forbidden":
         return f"{where}: {loc}: unknown key (check its spelling and its section)"
     if first["type"] == "missing":
         return f"{where}: {loc}: required key is missing"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {shorten(value)})"
     return f"{where}: {loc or '<top level>'}: {msg}{shown}"
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}:{line}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a study spec is a YAML mapping, got {type(raw).__name__}")
-    return raw
 
 
 def load_spec(
@@ -322,7 +318,7 @@ def load_spec(
         root = Path(base_dir or ".").resolve()
     else:
         spec_path = Path(source).resolve()
-        raw = _read_yaml(spec_path)
+        raw = read_yaml(spec_path, what="a study spec")
         root = spec_path.parent
     where = str(spec_path) if spec_path else "<spec>"
     try:
@@ -354,6 +350,7 @@ def load_spec(
         relative = url.removeprefix("sqlite:///")
         if relative and relative != ":memory:":
             url = f"sqlite:///{resolve(Path(relative))}"
+    remember_url(url)  # its password is scrubbed from every later message
     if isinstance(parsed.model, ModelSource):
         model, build = resolve(parsed.model.path), _resolve_reference(parsed.model.build, root)
     else:
@@ -364,7 +361,7 @@ def load_spec(
         name=name,
         storage=url,
         workdir=root / f"{stem}.quantuna",
-        study=parsed.study,
+        study=with_sampler_resolved(parsed.study, root),
         model=model,
         model_build=build,
         data=data,
@@ -380,8 +377,3 @@ def _replace_storage(spec: StudySpec, storage: str) -> StudySpec:
 
     return replace(spec, storage=storage)
 
-
-def redact_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***`` (for printing and export)."""
-    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)

@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from quantuna._secrets import redact_url
 from quantuna.results import LATENCY, Pick, TrialResult, TuneResult
-from quantuna.spec import redact_url
 from quantuna.study import attrs
 
 

@@ -173,13 +173,13 @@ class Lookup:
     def measure_model(self, session: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
         return self.baseline  # only the fp32 baseline reaches it: trials go through measure_config
 
-    def measure_config(self, session: Any, config: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+    def measure_config(self, session: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
         from quantuna.errors import TrialError
 
         self.measured += 1
         if config.key() not in self.values:
             raise TrialError(f"{config.summary()} failed in the exhaustive run")
-        return dict(self.values[config.key()])
+        return dict(self.values[config.key()]), None  # (values, latency figures)
 
 
 def search(lookup: Lookup, sampler: str, seed: int, trials: int, tmp: Path) -> tuple[Any, int]:

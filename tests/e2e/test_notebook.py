@@ -22,6 +22,8 @@ PUBLIC = (
     "result.best(",
     "quantuna.export_trial(",
     "quantuna.apply(",
+    "quantuna.StudyObjective(",
+    "quantuna.load_results(",
 )
 
 
@@ -72,6 +74,7 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "".join(outputs)
     assert "10 trials" in text and "on the feasible Pareto front" in text
     assert "same bytes as the measured trial: True" in text
+    assert "own study: 8 trials" in text
     assert "accuracy" in text and "ratio" in text
     figures = [
         out

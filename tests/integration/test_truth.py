@@ -119,6 +119,7 @@ def test_a_target_beyond_the_bound_exits_2_with_one_line_before_any_trial(
     spec = tiny_spec(tiny_dir)
     spec["accuracy"] = {"metric": metric}
     spec["tuning"]["accuracy_criterion"] = criterion
+    spec["tuning"]["multi_objectives"].pop("higher_is_better")  # each metric's own direction
     if labels == "self":  # regression metrics against fp32's own outputs: fp32 scores the bound
         data = dict(np.load(tiny_dir / "eval.npz"))
         session = ort.InferenceSession(str(tiny_dir / "tiny.onnx"), providers=["CPUExecutionProvider"])

@@ -25,6 +25,12 @@ def test_study_storage_and_id(study: optuna.Study) -> None:
     assert storage.get_study_id_from_name(study.study_name) == _compat.study_id(study)
 
 
+def test_storage_url_of_an_rdb_study_and_none_otherwise(study: optuna.Study, tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert _compat.storage_url(optuna.create_study(storage=url)) == url
+    assert _compat.storage_url(study) is None
+
+
 def test_trial_id_of_live_and_frozen_trials(study: optuna.Study) -> None:
     seen: list[int] = []
 

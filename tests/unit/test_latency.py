@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantuna._util import lock_dir
+from quantuna.errors import QuantunaError
 from quantuna.objective import Performance
-from quantuna.ort.latency import interleaved_rounds, latency_lock, latency_stats, lock_dir
+from quantuna.ort.latency import interleaved_rounds, latency_lock, latency_stats
 
 
 def _rounds(ratio: float, drift: np.ndarray, noise: float, runs: int = 20, seed: int = 0):
@@ -113,7 +115,7 @@ def test_the_lock_refuses_a_symlink_and_lives_in_a_private_directory(tmp_path: P
     target.write_text("keep")
     link = tmp_path / "latency.lock"
     link.symlink_to(target)
-    with pytest.raises(OSError), latency_lock("study s", path=link):
+    with pytest.raises(QuantunaError, match="symlink"), latency_lock("study s", path=link):
         pass
     assert target.read_text() == "keep"
     assert oct(os.stat(lock_dir()).st_mode & 0o777) == oct(0o700)

@@ -646,6 +646,9 @@ def test_best_result_worked_example():
     assert best.feasible and best.index == 0 and best.trial == WORKED_TRIALS[0]
     index, trial = best  # INC's (best_trial, tune_data[best_trial])
     assert (index, trial) == (0, WORKED_TRIALS[0])
+    idx, trial = obj.best_result(trials, baseline)  # the Neural Compressor idiom
+    assert isinstance(best, tuple) and len(best) == 2 and best[0] == idx == 0
+    assert best == (0, WORKED_TRIALS[0]) and best._fields[:2] == ("index", "trial")
     assert (trials, baseline) == (WORKED_TRIALS, WORKED_BASELINE)  # inputs untouched
 
 

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from conftest import tiny_spec, write_spec
 
+from quantuna._secrets import redact_url
 from quantuna.errors import SpecError
-from quantuna.spec import load_spec, redact_url
+from quantuna.spec import load_spec
 from quantuna.study.session import prepare
 
 
@@ -184,7 +185,12 @@ def test_model_built_on_first_use_and_file_loaders(tiny_dir: Path) -> None:
     prepare(loaded)  # built once: the second prepare finds the file
     from quantuna.data import import_reference
 
-    assert len(import_reference(f"{tiny_dir / 'builder.py'}:CALLS", where="t")) == 1
+    calls = import_reference(f"{tiny_dir / 'builder.py'}:CALLS", where="t")
+    assert len(calls) == 1
+    assert calls[0].parent == tiny_dir / "cache" and calls[0] != loaded.model  # renamed when whole
+    (tiny_dir / "cache" / "built.onnx").write_bytes(b"half a model")  # a poisoned cache entry
+    prepare(loaded)
+    assert len(calls) == 2 and sorted(p.name for p in (tiny_dir / "cache").iterdir()) == ["built.onnx"]
 
 
 def test_a_failing_builder_is_a_spec_error(tiny_dir: Path) -> None:
@@ -209,3 +215,26 @@ def test_a_sampler_whose_libraries_are_missing_is_a_spec_error(
         prepare(load_spec(write_spec(tiny_dir, spec)))
     spec["study"]["sampler"] = "tpe"
     prepare(load_spec(write_spec(tiny_dir, spec)))  # the others need nothing more
+
+
+def test_duplicate_keys_in_a_spec_are_an_error(tiny_dir: Path) -> None:
+    path = write_spec(tiny_dir, tiny_spec(tiny_dir))
+    path.write_text(path.read_text() + "accuracy: {metric: top5}\n")
+    with pytest.raises(SpecError, match="duplicate key 'accuracy'"):
+        load_spec(path)
+
+
+def test_long_values_are_shortened_in_messages(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir, study={"name": "tiny", "sampler": "x" * 100_000})
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tiny_dir, spec))
+    assert len(str(info.value)) < 400
+
+
+def test_every_quantuna_error_is_one_bounded_line() -> None:
+    from quantuna.errors import MAX_MESSAGE, TrialError
+
+    error = SpecError("data.calibration.inputs.x: key " + repr("k" * 10**6) + "\nis not in the file (fix: ...)")
+    assert len(str(error)) <= MAX_MESSAGE and "\n" not in str(error)
+    assert str(error).startswith("data.calibration") and str(error).endswith("(fix: ...)")
+    assert str(TrialError("short")) == "short"

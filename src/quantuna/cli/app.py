@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from quantuna.cli import export, inspect, run, view
 from quantuna.cli._common import configure_logging, dispatch
@@ -22,9 +23,16 @@ a typical session:
 STUDY_COMMANDS = ("run", "show", "export", "dashboard", "report")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit status 2 (``--help`` still teaches)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``quantuna`` parser: one sub-command per verb, each with its handler."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="quantuna",
         description="Search the int8 quantization configurations of an ONNX model with Optuna.",
         epilog=EPILOG,
@@ -32,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     run.add_parser(sub)
     inspect.add_parsers(sub)
     export.add_parsers(sub)

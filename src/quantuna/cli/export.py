@@ -29,14 +29,21 @@ def add_parsers(sub: Any) -> None:
     apply.add_argument("-o", "--output", type=Path, required=True, help="the quantized model to write")
     apply.add_argument("--calibration", type=Path,
                        help="calibration .npz (default: the data named in the config)")
+    apply.add_argument("--trust-code", action="store_true",
+                       help="run the calibration loader the config names (a config file is data: "
+                            "without this flag it never runs code)")
     apply.set_defaults(handler=cmd_apply)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``quantuna export``: the config file, and the model when asked."""
+    from quantuna._util import check_output_path
     from quantuna.export import apply, export_trial, file_sha256, write_export
     from quantuna.study.run import load_results
 
+    check_output_path(args.output, where="-o")  # before any work
+    if args.model is not None:
+        check_output_path(args.model, where="--model")
     result = load_results(args.spec, storage=args.storage)
     document = export_trial(result, trial=args.trial, rule=args.pick,
                             allow_infeasible=args.allow_infeasible)
@@ -57,6 +64,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     """Run ``quantuna apply``: rebuild the quantized model and print its sha256."""
     from quantuna.export import apply, file_sha256
 
-    apply(args.config, args.model, out=args.output, calibration=args.calibration)
+    apply(args.config, args.model, out=args.output, calibration=args.calibration,
+          trust_code=args.trust_code)
     print(f"wrote {args.output} (sha256 {file_sha256(args.output)[:12]})")
     return 0

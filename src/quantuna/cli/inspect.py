@@ -25,7 +25,8 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Run ``quantuna validate``: prepare the study's inputs and print what was found."""
-    from quantuna.spec import load_spec, redact_url
+    from quantuna._secrets import redact_url
+    from quantuna.spec import load_spec
     from quantuna.study.session import prepare
 
     spec = load_spec(args.spec)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quantuna.cli._common import configure_logging, dispatch, positive_int
+from quantuna.cli._common import configure_logging, dispatch, non_negative_float, positive_int
 from quantuna.study import attrs
 
 
@@ -23,8 +23,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("spec", type=Path, help="the study spec (YAML)")
-    run.add_argument("--trials", type=int, help="the study's total trial budget (overrides the spec)")
-    run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    run.add_argument("--trials", type=positive_int, metavar="N",
+                     help="the study's total trial budget, >= 1 (overrides the spec)")
+    run.add_argument("--timeout", type=non_negative_float, metavar="S",
+                     help="stop starting trials after this many seconds (0: no limit)")
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite beside the spec)")
     run.add_argument("--mode", choices=["pareto", "weighted"], help="override tuning.mode")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -94,9 +94,13 @@ def cli_dashboard(args: argparse.Namespace) -> int:
 
 def cli_report(args: argparse.Namespace) -> int:
     """Run ``quantuna report``: write the HTML page (and the PNG) and say where."""
+    from quantuna._util import check_output_path
     from quantuna.study.run import load_results
     from quantuna.views.report import write_png, write_report
 
+    check_output_path(args.output, where="-o")  # before any work
+    if args.png is not None:
+        check_output_path(args.png, where="--png")
     result = load_results(args.spec, storage=args.storage)
     out = write_report(result, args.output)
     print(f"wrote {out} ({out.stat().st_size // 1024} kB, opens without a network)")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,11 +21,17 @@ logger = logging.getLogger("quantuna.objective")
 _ZERO = 1e-20  # INC's stand-in for a zero value in best_result's ratios
 
 
-@dataclass(frozen=True)
-class BestResult:
-    """What :meth:`MultiObjective.best_result` picked.
+class _Pick(NamedTuple):
+    index: int  # type: ignore[assignment]  # INC's name; it shadows tuple.index, as INC's does not
+    trial: Any
 
-    ``index, trial = result`` unpacks like INC's ``(best_trial, tune_data[best_trial])``.
+
+class BestResult(_Pick):
+    """What :meth:`MultiObjective.best_result` picked: INC's ``(index, trial)`` pair.
+
+    A named tuple of exactly two fields, so ``idx, trial = obj.best_result(...)``,
+    ``result[0]`` and ``result == (idx, trial)`` behave as in Neural Compressor; what quantuna
+    adds is carried as attributes.
 
     Attributes:
         index: Position of the chosen trial in ``tune_data``.
@@ -37,15 +42,19 @@ class BestResult:
         passed: Whether each trial met the accuracy target.
     """
 
-    index: int
-    trial: Any
     feasible: bool
     scores: tuple[float, ...]
     passed: tuple[bool, ...]
 
-    def __iter__(self) -> Iterator[Any]:
-        """Yield ``index`` and ``trial``, as INC's tuple."""
-        return iter((self.index, self.trial))
+    def __new__(cls, index: int, trial: Any, feasible: bool = True,
+                scores: tuple[float, ...] = (), passed: tuple[bool, ...] = ()) -> BestResult:
+        self = super().__new__(cls, index, trial)
+        self.feasible, self.scores, self.passed = feasible, scores, passed
+        return self
+
+    def __repr__(self) -> str:
+        return (f"BestResult(index={self.index}, trial={self.trial!r}, feasible={self.feasible}, "
+                f"scores={self.scores}, passed={self.passed})")
 
 
 def _as_list(value: Any) -> list[float]:

@@ -2,7 +2,10 @@
 
 The key is ours: (model sha256, calibration method and its parameters, calibration size,
 calibration data sha256, the op types calibrated). onnxruntime's own ``calibration_cache_path``
-checks only the method. A study calibrates the tensors of every op type its space can quantize
+checks only the method. Each entry is written atomically (a temporary file in the same folder,
+fsync, rename) with a sha256 beside it (``<entry>.json.sha256``); an entry whose checksum or JSON
+does not hold (a truncated file, garbage, a hand edit) is discarded with one warning and computed
+again, so a bad entry never fails a trial. A study calibrates the tensors of every op type its space can quantize
 (the ``op.*`` knobs), so trials that quantize fewer op types reuse the same ranges, and no more
 than that: each tensor's range is computed on its own, so a wider set would only cost time. A
 file lock makes concurrent local workers compute each setting once.
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantuna._util import file_lock
+from quantuna._util import atomic_write, file_lock
 from quantuna.config import QuantConfig
 from quantuna.data import Batch, Dataset
 from quantuna.ort._capture import captured
@@ -28,6 +31,7 @@ from quantuna.ort.options import calibrator_options, quantizable_op_types
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
+_REPORTED: set[Path] = set()  # bad entries already warned about in this process
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,34 @@ def compute_ranges(
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
         del calibrator
-    save_tensors_data(ranges, out)
+        staged = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, staged)
+        payload = staged.read_bytes()
+    # the checksum first: whoever sees the entry sees its checksum
+    atomic_write(_checksum_path(out), hashlib.sha256(payload).hexdigest() + "\n")
+    atomic_write(out, payload)
+
+
+def _checksum_path(entry: Path) -> Path:
+    return entry.with_name(entry.name + ".sha256")
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why a range-cache entry cannot be trusted, or ``None`` when it holds (absent: ``None``)."""
+    if not entry.is_file():
+        return None
+    try:
+        payload = entry.read_bytes()
+        expected = _checksum_path(entry).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"no readable checksum ({type(exc).__name__})"
+    if hashlib.sha256(payload).hexdigest() != expected:
+        return "its checksum does not match"
+    try:
+        json.loads(payload)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    return None
 
 
 class RangeCache:
@@ -135,14 +166,29 @@ class RangeCache:
         key = range_key(self.model_sha256, setting, self.calibration.sha256)
         return self.directory / f"{config.calibrate_method}-{key}.json"
 
+    def _valid(self, path: Path) -> bool:
+        """True when ``path`` is a sound entry; a bad one is removed (and logged once).
+
+        Called under the entry's lock: only its holder writes or removes the entry.
+        """
+        problem = entry_problem(path)
+        if problem is None:
+            return path.is_file()
+        if path not in _REPORTED:
+            _REPORTED.add(path)
+            logger.warning("range cache entry %s is discarded and computed again: %s", path.name, problem)
+        for stale in (path, _checksum_path(path)):
+            stale.unlink(missing_ok=True)
+        return False
+
     def get(self, config: QuantConfig) -> Ranges:
         """The ranges of ``config``'s setting, computed now if no process has computed them yet."""
         start = time.perf_counter()
         path = self.path_for(config)
-        if path.is_file():
+        if path.is_file() and entry_problem(path) is None:
             return Ranges(path, True, time.perf_counter() - start)
-        with file_lock(path.with_suffix(".lock")):
-            if path.is_file():  # another local worker computed it while we waited
+        with file_lock(path):
+            if self._valid(path):  # another local worker computed it while we waited
                 return Ranges(path, True, time.perf_counter() - start)
             logger.info("calibrating %s (%s samples)", config.calibrate_method, config.calibration_size)
             compute_ranges(self.model_path, config, self.calibration, self.batch_size, path,

@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from quantuna.errors import TrialError
+from quantuna._util import lock_path, open_lock_file
 from quantuna.objective import Performance
 from quantuna.ort.session import open_session
 
@@ -165,19 +163,9 @@ class Timing:
     on_wait: LockWaitHook | None = None
 
 
-def lock_dir() -> Path:
-    """The per-user directory of the latency lock: created 0700, refused if anyone else owns it."""
-    directory = Path(tempfile.gettempdir()) / f"quantuna-{os.getuid()}"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise TrialError(f"{directory} is not a private directory of this user (mode 0700); remove it")
-    return directory
-
-
 def latency_lock_path() -> Path:
     """The per-host, per-user lock that serialises the latency loops of local workers."""
-    return lock_dir() / "latency.lock"
+    return lock_path("latency")
 
 
 def _holder_of(fd: int) -> str:
@@ -198,7 +186,7 @@ def latency_lock(holder: str, on_wait: LockWaitHook | None = None,
     then calls ``on_wait(None)``.
     """
     path = path or latency_lock_path()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = open_lock_file(path)
     try:
         start = time.perf_counter()
         try:

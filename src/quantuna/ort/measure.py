@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from quantuna._util import cut
 from quantuna.data import Dataset
-from quantuna.errors import HopelessTrial, TrialError
-from quantuna.metrics import Metric, best_reachable
+from quantuna.errors import HopelessTrial, PrunedTrial, SpecError, TrialError
+from quantuna.metrics import Metric, best_reachable, check_classes, metric_value
 from quantuna.objective import Accuracy, Footprint, ModelSize, Objective, Performance
 from quantuna.ort.footprint import measure_footprint
 from quantuna.ort.latency import (
@@ -43,6 +45,7 @@ from quantuna.ort.session import open_session, output_chunks
 from quantuna.spec import MeasureSection
 
 EvalFunc = Callable[[Any], float]
+OnProgress = Callable[[int, float], bool]  # (samples seen, metric on them) -> stop now?
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
 
 
@@ -67,6 +70,7 @@ class AccuracyTask:
     threads: int = 0
     eval_func: EvalFunc | None = None
     target: float | None = None
+    on_progress: OnProgress | None = None
 
 
 def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Dataset,
@@ -88,6 +92,60 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
             f"samples; at best {best:.4g} at the end, the target is {target:.4g}",
             best_possible=best,
             samples=seen,
+        )
+
+
+_ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from \S+ failed:|"
+                        r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
+
+
+def ort_reason(exc: BaseException, limit: int = 150) -> str:
+    """onnxruntime's error without its source paths and C++ signatures, head and tail kept."""
+    text = " ".join(_ORT_NOISE.sub("", str(exc)).split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 3]} ... {text[-(limit - limit // 3 - 5):]}"
+
+
+def probe_metric(path: Path, task: AccuracyTask, *, where: str) -> float:
+    """The metric on the fp32 outputs of one real batch: run before anything is written.
+
+    Raises:
+        SpecError: onnxruntime cannot run the model (an opset it lacks, a bad graph), or the
+            metric raises or returns something that is not a finite number.
+    """
+    batch = task.evaluation.head(min(task.batch_size, len(task.evaluation)))
+    try:
+        session = open_session(path, task.threads)
+        outputs = np.concatenate(list(output_chunks(session, batch, task.batch_size, task.output)))
+    except Exception as exc:
+        raise SpecError(f"{where}: model: onnxruntime cannot run {path.name} on one evaluation "
+                        f"batch ({ort_reason(exc)})") from None
+    check_classes(task.metric, task.evaluation.labels, outputs, f"{where}: data.evaluation")
+    try:
+        value = task.metric.fn(outputs, batch.labels)
+    except Exception as exc:
+        raise SpecError(f"{where}: accuracy.metric: {cut(task.metric.name, 80)} raised "
+                        f"{type(exc).__name__} on the fp32 outputs of one batch: {cut(str(exc), 120)}"
+                        ) from None
+    return metric_value(task.metric, value, f"{where}: accuracy.metric")
+
+
+def _check_progress(task: AccuracyTask, chunks: list[np.ndarray]) -> None:
+    """Report the metric on the samples seen so far; raise PrunedTrial when the hook says stop."""
+    evaluation = task.evaluation
+    if task.on_progress is None or evaluation.labels is None:
+        return
+    seen = sum(len(c) for c in chunks)
+    if seen >= len(evaluation):
+        return
+    partial = float(task.metric.fn(np.concatenate(chunks), evaluation.labels[:seen]))
+    if task.on_progress(seen, partial):
+        raise PrunedTrial(
+            f"pruned: {task.metric.name} {partial:.4g} on the first {seen} of {len(evaluation)} "
+            "samples (the study's pruner asked to stop)",
+            samples=seen,
+            partial=partial,
         )
 
 
@@ -115,6 +173,7 @@ def _accuracy(path: Path, task: AccuracyTask, custom: Sequence[Objective]) -> fl
                                around=_wrapping(custom) if custom else None):
         chunks.append(chunk)
         _check_hopeless(task.metric, chunks, task.evaluation, task.target)
+        _check_progress(task, chunks)
     return float(task.metric.fn(np.concatenate(chunks), task.evaluation.labels))
 
 
@@ -179,13 +238,16 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         path: the model to measure.
         objectives: the study's objective instances; each is ``reset()`` first.
         task: the accuracy pass; with ``task.target`` and a metric that is a mean of bounded
-            per-sample scores, the evaluation stops as soon as the target is out of reach.
+            per-sample scores, the evaluation stops as soon as the target is out of reach; with
+            ``task.on_progress``, it is called after each batch but the last with the samples seen
+            and the metric on them, and a true answer stops the evaluation.
         settings: the spec's ``measure`` section.
         timing: the study's fp32 reference (latency is timed interleaved with it and reported
             as a ratio with an interval), its name for the lock and whom to tell of a wait.
 
     Raises:
         HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
+        PrunedTrial: ``task.on_progress`` asked to stop (a ``TrialError``).
         TrialError: the model cannot run, or an objective value is not a finite number.
     """
     for obj in objectives:

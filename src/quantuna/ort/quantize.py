@@ -5,6 +5,7 @@ The option spellings come from :mod:`quantuna.ort.options`.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def quantize(
         TrialError: onnxruntime rejected the configuration (the message says why).
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # renamed when whole
     if config.is_fp32:
-        shutil.copyfile(model.path, out)
+        shutil.copyfile(model.path, staged)
+        os.replace(staged, out)
         return out
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
@@ -51,12 +54,14 @@ def quantize(
     try:
         with captured("quantize"):
             if config.approach == "dynamic":
-                quantize_dynamic(model.path, out, **common)
+                quantize_dynamic(model.path, staged, **common)
             else:
                 quantize_static(
-                    model.path, out, calibration_data_reader=None,
+                    model.path, staged, calibration_data_reader=None,
                     calibration_cache_path=ranges, **static_kwargs(config), **common,
                 )
+        os.replace(staged, out)
     except Exception as exc:
+        staged.unlink(missing_ok=True)
         raise TrialError(f"onnxruntime cannot quantize {config.summary()}: {exc}") from exc
     return out

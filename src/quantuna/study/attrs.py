@@ -16,6 +16,7 @@ from typing import Any
 BASELINE = "baseline"  # the fp32 measurement: values, throughput, accuracy_target, host, cpu
 SENSITIVITY = "sensitivity"  # the node ranking: [{node, op_type, loss}]
 SETUP = "quantuna"  # how the study was made: mode, objectives, higher_is_better
+SPEC_PATH = "spec"  # the spec file the study was made from (load_results(study) reads it)
 CONFIRMED = "confirmed"  # the confirm phase: fp32 and each front trial re-timed together
 
 # trial user attrs
@@ -41,6 +42,7 @@ CALIBRATION_REUSED = "calibration_reused"
 WEIGHTED_SCORE = "weighted_ratio_score"
 FAIL_REASON = "fail_reason"
 STOP_REASON = "stop_reason"
+PRUNE_REASON = "prune_reason"  # the study's pruner stopped the accuracy pass (weighted mode)
 
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"

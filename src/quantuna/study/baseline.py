@@ -11,7 +11,7 @@ import optuna
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError, TrialError
 from quantuna.metrics import unreachable_bound
-from quantuna.ort.measure import AccuracyTask, Measurement, measure
+from quantuna.ort.measure import AccuracyTask, Measurement, OnProgress, measure
 from quantuna.ort.quantize import quantize
 from quantuna.study import attrs
 from quantuna.study.mutex import StudyMutex
@@ -20,8 +20,10 @@ from quantuna.study.session import Session
 logger = logging.getLogger(__name__)
 
 
-def measure_model(session: Session, path: Path, target: float | None = None) -> Measurement:
-    """Measure one model file; with ``target``, a hopeless evaluation stops early."""
+def measure_model(session: Session, path: Path, target: float | None = None,
+                  on_progress: OnProgress | None = None) -> Measurement:
+    """Measure one model file; with ``target``, a hopeless evaluation stops early; ``on_progress``
+    hears the metric on the samples seen after each batch (see :func:`quantuna.ort.measure.measure`)."""
     task = AccuracyTask(
         evaluation=session.evaluation,
         metric=session.metric,
@@ -30,6 +32,7 @@ def measure_model(session: Session, path: Path, target: float | None = None) -> 
         threads=session.spec.measure.accuracy_threads,
         eval_func=session.eval_func,
         target=target,
+        on_progress=on_progress,
     )
     return measure(path, objectives=session.objectives, task=task, settings=session.spec.measure,
                    timing=session.timing)
@@ -51,14 +54,15 @@ def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
         stored = study.user_attrs.get(attrs.BASELINE)
         if stored is not None:
             return stored
-        baseline = _measure_baseline(session)
+        baseline = measure_fp32(session)
         study.set_user_attr(attrs.BASELINE, baseline)
         return baseline
     finally:
         mutex.release()
 
 
-def _measure_baseline(session: Session) -> dict[str, Any]:
+def measure_fp32(session: Session) -> dict[str, Any]:
+    """Measure the session's fp32 model: the baseline record (values, target, host)."""
     logger.info("measuring the fp32 baseline")
     fp32 = QuantConfig()
     path = quantize(session.model, fp32, session.model_path_for(fp32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,10 +36,26 @@ class Interrupt:
             yield self
             return
         previous = signal.signal(signal.SIGINT, self.handler)
+        hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable(hook)
         try:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = hook
+
+    @staticmethod
+    def _unraisable(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """A KeyboardInterrupt raised inside a garbage-collector callback (SQLAlchemy has some)
+        cannot propagate; Python would print it with a traceback. It is dropped quietly: the
+        request is recorded, and the study stops after the running trial."""
+
+        def unraisable(info: Any) -> None:
+            if isinstance(info.exc_value, KeyboardInterrupt):
+                return
+            hook(info)
+
+        return unraisable
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
         """The objective, raising KeyboardInterrupt at its start once Ctrl-C was pressed."""

@@ -11,34 +11,42 @@ from typing import Any
 
 import optuna
 
-from quantuna._compat import experimental_quiet
+from quantuna._compat import experimental_quiet, storage_url, study_storage
+from quantuna._secrets import redact_url
+from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.latency import LockWaitHook
 from quantuna.results import TuneResult, collect_results
-from quantuna.spec import StudySpec, load_spec, redact_url
+from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
 from quantuna.study.interrupt import Interrupt
-from quantuna.study.sampler import WorkerSampler, make_sampler
+from quantuna.study.sampler import DistinctSampler, WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
-from quantuna.study.storage import make_storage
+from quantuna.study.storage import make_storage, require_existing, sqlite_file
 from quantuna.study.trial import make_objective
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 SpecSource = str | Path | dict[str, Any] | StudySpec
 
 
-def worker_sampler(session: Session, seed: int | None) -> WorkerSampler:
-    """The spec's sampler over ``session.space``, seeded per worker from its first trial."""
+def worker_sampler(session: Session, seed: int | None,
+                   sampler: optuna.samplers.BaseSampler | None = None) -> WorkerSampler:
+    """The spec's sampler (or ``sampler``, an instance) over ``session.space``, wrapped by the
+    distinct-config guard; the spec's is seeded per worker from its first trial."""
+    if sampler is not None:
+        instance = sampler
+        return WorkerSampler(lambda s: DistinctSampler(instance, session.space, s), seed)
     build = functools.partial(make_sampler, session.spec.study.sampler, space=session.space)
     return WorkerSampler(build, seed)
 
 
-def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.Study:
+def open_study(session: Session, *, sampler_seed: int | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create or load the spec's study, checking that an existing one was made the same way."""
     spec = session.spec
     seed = spec.study.seed if sampler_seed is None else sampler_seed
@@ -47,7 +55,8 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
             study_name=spec.name,
             storage=make_storage(spec.storage),
             directions=session.directions,
-            sampler=worker_sampler(session, seed),
+            sampler=worker_sampler(session, seed, sampler),
+            pruner=optuna.pruners.NopPruner(),  # quantuna's loop stops hopeless trials itself
             load_if_exists=True,
         )
     except ValueError as exc:
@@ -55,6 +64,26 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
             f"{spec.where}: study {spec.name!r} exists in the storage with other directions "
             f"({exc}); give this run another study.name or --storage"
         ) from None
+    record_setup(study, session, fix="give this run another study.name or --storage")
+    return study
+
+
+def record_setup(study: optuna.Study, session: Session, *, fix: str) -> None:
+    """Store how quantuna measures the study (mode, objectives, metric names, the spec's path) on
+    its first use; on a later one, check that the session measures it the same way (an error
+    ends with ``fix``, what the caller can do about it).
+
+    Raises:
+        SpecError: the study's directions or stored setup differ from the session's.
+    """
+    spec = session.spec
+    directions = [d.name.lower() for d in study.directions]
+    if directions != session.directions:
+        raise SpecError(
+            f"{spec.where}: study {study.study_name!r} has directions {directions}, the spec's "
+            f"{session.mode} mode with objectives {session.objective_names} needs "
+            f"{session.directions}; {fix}"
+        )
     setup = {"mode": session.mode, "objectives": session.objective_names}
     stored = study.user_attrs.get(attrs.SETUP)
     if stored is None:
@@ -63,10 +92,11 @@ def open_study(session: Session, *, sampler_seed: int | None = None) -> optuna.S
             study.set_metric_names(session.metric_names)
     elif {k: stored.get(k) for k in setup} != setup:
         raise SpecError(
-            f"{spec.where}: study {spec.name!r} was created with {stored}, this run asks for "
-            f"{setup}; give this run another study.name or --storage"
+            f"{spec.where}: study {study.study_name!r} was created with {stored}, this run asks "
+            f"for {setup}; {fix}"
         )
-    return study
+    if spec.path is not None and attrs.SPEC_PATH not in study.user_attrs:
+        study.set_user_attr(attrs.SPEC_PATH, str(spec.path))
 
 
 def run_study(
@@ -82,6 +112,7 @@ def run_study(
     on_ready: Callable[[optuna.Study, int], None] | None = None,
     calibration: Any = None,
     evaluation: Any = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
     on_lock_wait: LockWaitHook | None = None,
     confirm: bool = True,
 ) -> TuneResult:
@@ -100,6 +131,8 @@ def run_study(
         on_ready: called with the study and the number of trials about to run.
         calibration: batches replacing the spec's calibration data.
         evaluation: ``(batch, labels)`` pairs replacing the spec's evaluation data.
+        sampler: an Optuna sampler instance replacing the spec's ``study.sampler`` (wrapped by
+            the distinct-config guard; it is not reseeded per worker).
         on_lock_wait: called with the holder (``pid N, study S``) when a trial starts waiting
             for the per-host latency lock, and with None when it has it (a progress bar).
         confirm: run the confirm phase at the end (``measure.confirm``; workers of ``--jobs``
@@ -111,28 +144,45 @@ def run_study(
     Raises:
         SpecError: the spec, model or data is invalid (checked before any calibration).
     """
+    check_budget(n_trials, timeout)
     spec = load_spec(spec, storage=storage)
     session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
                       calibration=calibration, evaluation=evaluation)
     if session.timing is not None and on_lock_wait is not None:
         session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
-    study = open_study(session)
+    check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
+    check_own_dir(spec.workdir, where=f"{spec.where}: the study's folder")
+    database = sqlite_file(spec.storage)
+    if database is not None:
+        check_writable_dir(database.parent, where=f"{spec.where}: study.storage")
+    study = open_study(session, sampler=sampler)
+    spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
     baseline = ensure_baseline(study, session)
     session = ensure_sensitivity(study, session)
-    study.sampler = worker_sampler(session, spec.study.seed)  # the space with its node knobs
+    study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
     remaining = max(0, budget - count_spent(study))
     enqueue_warm_start(study, session)
     if on_ready is not None:
         on_ready(study, remaining)
     if remaining:
-        limit = timeout if timeout is not None else (spec.tuning.exit_policy.timeout or None)
+        limit = (timeout if timeout is not None else spec.tuning.exit_policy.timeout) or None
         _optimize(study, session, baseline, budget, remaining, limit, callbacks)
     result = collect_results(study, session)
     if confirm:
         result = confirm_front(study, session, result)
     write_study_note(result)
     return result
+
+
+def check_budget(n_trials: int | None, timeout: float | None) -> None:
+    """Refuse a trial budget below 0 or a timeout that is not a number of seconds >= 0."""
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
+                                 or n_trials < 0):
+        raise SpecError(f"n_trials: {str(n_trials)[:40]} is not a whole number >= 0")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        raise SpecError(f"timeout: {str(timeout)[:40]} is not a number of seconds >= 0 (0: none)")
 
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
@@ -155,15 +205,60 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
         raise KeyboardInterrupt
 
 
-def load_results(spec: SpecSource, *, storage: str | None = None,
-                 mode: str | None = None) -> TuneResult:
-    """Open a spec's existing study without running a trial (for export, show, report)."""
+def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None = None, *,
+                 storage: str | None = None, mode: str | None = None) -> TuneResult:
+    """Read a study's results without running a trial (for pick, export, apply, show, report).
+
+    Args:
+        spec: a spec (its study is opened from the spec's storage), or an ``optuna.Study`` you
+            made and ran with :class:`quantuna.StudyObjective`.
+        study_spec: with a study, its spec (default: the spec path kept in the study's
+            ``spec`` user attr).
+        storage: an Optuna storage URL overriding the spec's (a spec only).
+        mode: ``pareto`` or ``weighted`` (default: the mode the study was made with).
+
+    Nothing is created: a missing SQLite file or study is a :class:`SpecError`.
+
+    Raises:
+        SpecError: no such study, no trial yet, or a study made another way than the spec says.
+
+    Example:
+        >>> result = quantuna.load_results(study)  # doctest: +SKIP
+        >>> result.best().config.to_yaml()  # doctest: +SKIP
+    """
+    if isinstance(spec, optuna.Study):
+        return _results_of_study(spec, study_spec, mode)
     spec = load_spec(spec, storage=storage)
-    session = prepare(spec, mode=mode or _stored_mode(spec))
+    require_existing(spec.storage, where=spec.where)
+    stored_mode = _stored_mode(spec)
+    session = prepare(spec, mode=mode or stored_mode)
     study = open_study(session)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")
     return collect_results(study, session)
+
+
+def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | None) -> TuneResult:
+    if spec is None:
+        spec = study.user_attrs.get(attrs.SPEC_PATH)
+        if spec is None:
+            raise SpecError(
+                f"study {study.study_name!r} keeps no spec path (it was made from a mapping or "
+                "not by quantuna): pass the spec, load_results(study, spec)"
+            )
+    loaded = load_spec(spec)
+    session = prepare(loaded, mode=mode or (study.user_attrs.get(attrs.SETUP) or {}).get("mode"))
+    record_setup(study, session, fix="pass the spec the study was made with")
+    if attrs.BASELINE not in study.user_attrs:
+        raise SpecError(f"{loaded.where}: study {study.study_name!r} has no quantuna trial yet")
+    return collect_results(study, as_the_users_study(session, study))
+
+
+def as_the_users_study(session: Session, study: optuna.Study) -> Session:
+    """The session with the name and storage of a study the user made (the summary and the
+    export's provenance name it, not the spec's own study)."""
+    url = storage_url(study) or f"{type(study_storage(study)).__name__.lstrip('_')} (not a URL)"
+    return replace(session, spec=replace(session.spec, name=study.study_name, storage=url))
 
 
 def _stored_mode(spec: StudySpec) -> str | None:

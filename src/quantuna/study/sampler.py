@@ -11,14 +11,15 @@ an unused config of the space at random. Only when the space is exhausted does a
 config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
 params, attrs and samplers' histories stay plain Optuna.
 
-:func:`make_sampler` builds the sampler a spec names, wrapped; :class:`WorkerSampler` seeds each
-worker's copy differently.
+:func:`make_sampler` builds the sampler a spec names (one of Optuna's, or a class of your own:
+:func:`user_sampler`), wrapped; :class:`WorkerSampler` seeds each worker's copy differently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,10 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, trial_id
+from quantuna._util import import_reference
+from quantuna.errors import SpecError
 from quantuna.space import SearchSpace
+from quantuna.spec_sampler import SamplerClass
 from quantuna.study import attrs
 
 DEFAULT_ATTEMPTS = 12
@@ -40,19 +44,35 @@ class DistinctSampler(BaseSampler):
     has unused configs.
 
     Args:
-        base: the sampler that proposes (TPE, random, NSGA-II, GP...).
-        space: the study's search space (read at each trial, so sensitive-node knobs added after
-            the sampler was made are seen).
+        base: the sampler that proposes (TPE, random, NSGA-II, GP, one of your own...).
+        space: the study's search space, or a function that returns it (read at each trial, so
+            :class:`quantuna.StudyObjective` can pass the space it has after ``prepare``).
         seed: seeds the fallback draw among unused configs.
         attempts: proposals asked of ``base`` before the fallback.
+        prefix: the prefix of quantuna's param names, for a joint search where
+            :func:`quantuna.suggest_config` names them ``<prefix><knob>``; your own params go to
+            ``base`` untouched.
+
+    Example (a joint search that never repeats a quantization config; it runs in the tests):
+        >>> import optuna, quantuna
+        >>> space = quantuna.search_space("studies/digits.yaml")
+        >>> sampler = quantuna.DistinctSampler(optuna.samplers.TPESampler(seed=0), space,
+        ...                                    prefix="quantuna.")
+        >>> study = optuna.create_study(sampler=sampler)
+        >>> for _ in range(5):
+        ...     trial = study.ask()
+        ...     told = study.tell(trial, len(quantuna.suggest_config(trial, space).op_types))
+        >>> len({t.user_attrs["config_key"] for t in study.trials})
+        5
     """
 
     def __init__(
-        self, base: BaseSampler, space: SearchSpace, seed: int | None = None,
-        attempts: int = DEFAULT_ATTEMPTS,
+        self, base: BaseSampler, space: SearchSpace | Callable[[], SearchSpace],
+        seed: int | None = None, attempts: int = DEFAULT_ATTEMPTS, prefix: str = "",
     ) -> None:
         self.base = base
-        self._space = space
+        self._space_of = space if callable(space) else (lambda: space)
+        self._prefix = prefix
         self._rng = random.Random(seed)
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
@@ -74,7 +94,8 @@ class DistinctSampler(BaseSampler):
         )
         params: dict[str, Any] = {}
 
-        def choose(name: str, values: Sequence[Any]) -> Any:
+        def choose(knob: str, values: Sequence[Any]) -> Any:
+            name = self._prefix + knob
             value = relative.get(name)
             if value is None or value not in values:
                 dist = CategoricalDistribution(list(values))
@@ -82,7 +103,7 @@ class DistinctSampler(BaseSampler):
             params[name] = value
             return value
 
-        return params, self._space.build(choose).key()
+        return params, self._space_of().build(choose).key()
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
@@ -91,10 +112,10 @@ class DistinctSampler(BaseSampler):
             params, key = self._propose(study, trial)
             if key not in taken:
                 return params
-        unused = [p for p, config in self._space.enumerate() if config.key() not in taken]
+        unused = [p for p, config in self._space_of().enumerate() if config.key() not in taken]
         if not unused:
             return params  # the space is exhausted: the trial repeats a config (and reuses it)
-        return dict(self._rng.choice(unused))
+        return {self._prefix + k: v for k, v in self._rng.choice(unused).items()}
 
     # --- BaseSampler ---------------------------------------------------------------------------
 
@@ -136,9 +157,10 @@ class DistinctSampler(BaseSampler):
 
 
 def make_sampler(
-    name: str, seed: int | None, space: SearchSpace | None = None
+    name: str | SamplerClass, seed: int | None, space: SearchSpace | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware).
+    """The Optuna sampler a spec names; ``auto`` is a multivariate TPE (conditional-space aware);
+    a :class:`~quantuna.spec_sampler.SamplerClass` is your own class (see :func:`user_sampler`).
 
     Given the ``space``, every sampler but ``grid`` is wrapped in a :class:`DistinctSampler`, so
     that no trial repeats a config while the space has unused ones.
@@ -146,6 +168,8 @@ def make_sampler(
     if space is not None and name != "grid":
         base = make_sampler(name, seed)
         return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
+    if isinstance(name, SamplerClass):
+        return user_sampler(name, seed)
     if name in ("auto", "tpe"):
         with experimental_quiet():  # multivariate and group are experimental in Optuna 5
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -157,11 +181,48 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.BruteForceSampler(seed=seed)
 
+
+def user_sampler(choice: SamplerClass, seed: int | None, where: str = "spec") -> BaseSampler:
+    """Your sampler class called with the spec's ``kwargs`` (and ``seed=`` when it takes one and
+    the kwargs give none).
+
+    Raises:
+        SpecError: the class cannot be imported or called, or it is not an Optuna sampler.
+    """
+    factory = import_reference(choice.cls, where=f"{where}: study.sampler")
+    kwargs = dict(choice.kwargs)
+    if "seed" not in kwargs and _takes_seed(factory):
+        kwargs["seed"] = seed
+    try:
+        with experimental_quiet():  # the spec chose its sampler, experimental or not
+            sampler = factory(**kwargs)
+    except Exception as exc:
+        raise SpecError(
+            f"{where}: study.sampler: {choice.cls}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(sampler, BaseSampler):
+        raise SpecError(
+            f"{where}: study.sampler: {choice.cls} gave a {type(sampler).__name__}, not an "
+            "optuna.samplers.BaseSampler"
+        )
+    return sampler
+
+
+def _takes_seed(factory: Any) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 SAMPLER_MODULES = {"gp": ("torch", "scipy")}  # what Optuna's samplers import on first use
 
 
-def sampler_missing_modules(name: str) -> list[str]:
+def sampler_missing_modules(name: str | SamplerClass) -> list[str]:
     """The modules the named sampler needs that cannot be imported here."""
+    if not isinstance(name, str):
+        return []
     return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
 
 

@@ -16,22 +16,28 @@ from typing import Any, Literal
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
-from quantuna.metrics import Metric, resolve_metric
+from quantuna.metrics import BUILTIN_METRICS, Metric, check_labels, resolve_metric
 from quantuna.model import ModelInfo, build_model, inspect_model
 from quantuna.objective import (
     Accuracy,
+    Footprint,
+    ModelSize,
     Objective,
+    Performance,
     accuracy_target,
     equal_weights,
     resolve_objective,
 )
 from quantuna.ort.calibrate import RangeCache
 from quantuna.ort.latency import Reference, Timing
+from quantuna.ort.measure import AccuracyTask, probe_metric
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec
-from quantuna.study.sampler import sampler_missing_modules
+from quantuna.spec_sampler import SamplerClass
+from quantuna.study.sampler import sampler_missing_modules, user_sampler
 
 logger = logging.getLogger(__name__)
+BUILTIN_OBJECTIVES = (Accuracy, Performance, Footprint, ModelSize)
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,7 @@ def prepare(
     where = spec.where
     mode = mode or spec.tuning.mode
     _check_study_settings(spec, mode)
-    if spec.model_build is not None:
-        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
-    model = inspect_model(spec.model, where=f"{where}: model")
+    model = _model(spec)
     metric = resolve_metric(
         spec.accuracy.metric, spec.accuracy.higher_is_better, where=f"{where}: accuracy.metric"
     )
@@ -162,6 +166,9 @@ def prepare(
         where=f"{where}: data.evaluation",
         need_labels=metric.needs_labels and eval_func is None,
     )
+    fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
+    if eval_func is None:
+        _check_metric(spec, model, metric, evaluation_set, fixed or spec.data.evaluation.batch_size)
     space = SearchSpace(spec.space, model, len(calibration_set), where=where)
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
     if too_big:
@@ -171,7 +178,6 @@ def prepare(
         )
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
-    fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
     calib_batch = fixed or spec.data.calibration.batch_size
     ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
                         calib_batch, op_types=sorted(space.op_knobs))
@@ -194,10 +200,44 @@ def prepare(
     )
 
 
+def _model(spec: StudySpec) -> ModelInfo:
+    """The spec's model, built on first use; a built file that is not ONNX is built again."""
+    where = spec.where
+    if spec.model_build is None:
+        return inspect_model(spec.model, where=f"{where}: model")
+    build_model(spec.model, spec.model_build, where=f"{where}: model.build")
+    try:
+        return inspect_model(spec.model, where=f"{where}: model")
+    except SpecError as exc:  # a cache entry like the others: discarded, logged, rebuilt
+        logger.warning("%s is discarded and built again: %s", spec.model, exc)
+        spec.model.unlink(missing_ok=True)
+        build_model(spec.model, spec.model_build, where=f"{where}: model.build")
+        return inspect_model(spec.model, where=f"{where}: model")
+
+
+def _check_metric(spec: StudySpec, model: ModelInfo, metric: Metric, evaluation: Dataset,
+                  batch_size: int) -> None:
+    """The labels suit the metric, and the metric gives a number on one real fp32 batch."""
+    check_labels(metric, evaluation.labels, f"{spec.where}: data.evaluation")
+    task = AccuracyTask(evaluation=evaluation, metric=metric, batch_size=batch_size,
+                        output=spec.accuracy.output, threads=spec.measure.accuracy_threads)
+    probe_metric(model.path, task, where=spec.where)
+    criterion = spec.tuning.accuracy_criterion
+    if criterion.absolute is not None and metric.sample_bounds is not None:
+        low, high = metric.sample_bounds
+        if criterion.absolute >= high - low:
+            raise SpecError(
+                f"{spec.where}: tuning.accuracy_criterion.absolute: {criterion.absolute} is at least "
+                f"the whole range of {metric.name} ({low} to {high}): every model would meet it"
+            )
+
+
 def _check_study_settings(spec: StudySpec, mode: str) -> None:
     where = spec.where
     if mode not in ("pareto", "weighted"):
         raise SpecError(f"{where}: tuning.mode: {mode!r} is not pareto or weighted")
+    if isinstance(spec.study.sampler, SamplerClass):
+        user_sampler(spec.study.sampler, spec.study.seed, where)  # imports and calls it once, now
     missing = sampler_missing_modules(spec.study.sampler)
     if missing:
         raise SpecError(
@@ -210,14 +250,30 @@ def _check_study_settings(spec: StudySpec, mode: str) -> None:
 def _directions(
     spec: StudySpec, names: list[str], instances: list[Objective], metric: Metric
 ) -> list[bool]:
+    """One direction per objective; a given one that contradicts a built-in is refused."""
     given = spec.tuning.multi_objectives.higher_is_better if spec.tuning.multi_objectives else None
     by_name = {str(o.representation).lower(): o for o in instances}
     out = []
     for i, name in enumerate(names):
+        natural = metric.higher_is_better if name == "accuracy" else bool(by_name[name].higher_is_better)
         if given is not None and i < len(given):
+            builtin = (metric.name in BUILTIN_METRICS if name == "accuracy"
+                       else isinstance(by_name[name], BUILTIN_OBJECTIVES))
+            if builtin and bool(given[i]) != natural:
+                way = "higher" if natural else "lower"
+                raise SpecError(
+                    f"{spec.where}: tuning.multi_objectives.higher_is_better[{i}]: {given[i]} "
+                    f"contradicts {name}{f' ({metric.name})' if name == 'accuracy' else ''}, where "
+                    f"{way} is better; give {natural} or leave the list out"
+                )
+            if name == "accuracy" and not builtin and bool(given[i]) != natural:
+                # the constraint follows the metric's direction: they must agree
+                raise SpecError(
+                    f"{spec.where}: tuning.multi_objectives.higher_is_better[{i}]: {given[i]} for "
+                    f"accuracy, but the metric is taken as {'higher' if natural else 'lower'}-is-"
+                    f"better; set accuracy.higher_is_better: {str(given[i]).lower()}"
+                )
             out.append(bool(given[i]))
-        elif name == "accuracy":
-            out.append(metric.higher_is_better)
         else:
-            out.append(bool(by_name[name].higher_is_better))
+            out.append(natural)
     return out

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
 
 from quantuna._compat import HeartbeatJournalStorage, experimental_quiet
+from quantuna._secrets import redact_text, redact_url
 from quantuna.errors import SpecError
-from quantuna.spec import redact_url
 
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
 MAX_RETRY = 2
+CREATE_ATTEMPTS = 6
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -47,6 +49,20 @@ def heartbeat_settings() -> tuple[int, int]:
             f"QUANTUNA_HEARTBEAT_GRACE={grace} must exceed QUANTUNA_HEARTBEAT_INTERVAL={interval}"
         )
     return interval, grace
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (``None`` for other storages and in-memory SQLite)."""
+    if not url.startswith("sqlite:///") or url.removeprefix("sqlite:///") in ("", ":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def require_existing(url: str, *, where: str) -> None:
+    """Refuse to open a SQLite storage that does not exist (opening would create an empty file)."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise SpecError(f"{where}: no study storage at {path}; run `quantuna run` first")
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -71,7 +87,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                 engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
             else:
                 engine = {"pool_pre_ping": True}
-            for attempt in range(3):
+            for attempt in range(CREATE_ATTEMPTS):
                 try:
                     return optuna.storages.RDBStorage(
                         url,
@@ -80,23 +96,36 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                         grace_period=grace,
                         heartbeat_stale_trial_callback=retry,
                     )
-                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                except sqlalchemy.exc.DBAPIError as exc:
                     # workers starting together on an empty database race to create Optuna's
-                    # tables; the loser finds them made on its next attempt
-                    if attempt == 2:
+                    # tables (SQLite: "table studies already exists", an OperationalError;
+                    # PostgreSQL: an IntegrityError); the loser finds them made on a later attempt
+                    if attempt == CREATE_ATTEMPTS - 1 or not _creation_race(exc):
                         raise
-                    time.sleep(0.5 + attempt)
+                    time.sleep(0.2 + 0.3 * attempt)
             raise AssertionError("unreachable")
     except SpecError:
         raise
     except ImportError as exc:
         raise SpecError(
-            f"storage {redact_url(url)}: a driver is missing ({exc}); "
+            f"storage {redact_url(url)}: a driver is missing ({redact_text(str(exc))}); "
             "pip install 'quantuna[postgres]' or 'quantuna[redis]'"
         ) from None
     except Exception as exc:
-        reason = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise SpecError(f"storage {redact_url(url)}: cannot open it ({reason})") from None
+
+
+def _creation_race(exc: Exception) -> bool:
+    """True for the errors two processes creating Optuna's tables at once can get."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.OperationalError) and (
+        "already exists" in text or "database is locked" in text
+    )
 
 
 def _redis_storage(url: str, interval: int, grace: int, retry: Any) -> HeartbeatJournalStorage:

@@ -3,13 +3,19 @@
 :func:`make_objective` returns the Optuna objective function of a study. A trial whose config was
 already measured (by this worker or another) reuses those values; a trial that cannot reach the
 accuracy target stops early and is recorded as infeasible; a trial onnxruntime cannot quantize or
-run fails with the reason in its attrs, and the study goes on.
+run fails with the reason in its attrs, and the study goes on. In weighted (single-value) mode the
+accuracy pass reports the metric on the samples seen so far with ``trial.report``, so the study's
+pruner (if it has one) may stop the trial (``trial.should_prune``); the reason goes to its ``prune_reason`` attr.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
@@ -17,8 +23,9 @@ import optuna
 from quantuna._compat import set_legacy_constraints
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
-from quantuna.errors import HopelessTrial, TrialError
+from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
+from quantuna.ort.measure import OnProgress
 from quantuna.ort.quantize import quantize
 from quantuna.study import attrs
 from quantuna.study.artifacts import upload_trial_artifacts
@@ -26,7 +33,9 @@ from quantuna.study.baseline import measure_model
 from quantuna.study.mutex import claim_measurement
 from quantuna.study.session import Session
 
+logger = logging.getLogger(__name__)
 Objective = Callable[[optuna.Trial], "Sequence[float] | float"]
+Record = Callable[[str, Any], None]  # trial.set_user_attr, or a no-op outside a trial
 
 
 def find_measured(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
@@ -56,6 +65,41 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
     trial.set_user_attr(attrs.REUSED_FROM, source)
     trial.set_user_attr(attrs.SECONDS, seconds)
     raise optuna.TrialPruned(reason)
+
+
+def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> OnProgress | None:
+    """Weighted mode: report the accuracy seen so far to the study's pruner, ask whether to stop.
+
+    The intermediate value at step n (evaluation samples seen) is the accuracy on those samples
+    as a ratio to fp32's (the weighted score's accuracy term: 1 = fp32, higher is better whatever
+    the metric's direction), so pruners compare trials on the study's own (maximised) scale.
+    Multi-objective studies cannot report (Optuna has no intermediate values for them), and a
+    study without a pruner (``NopPruner``, as ``quantuna run`` opens its own) has no use for the
+    partial metric each batch would cost: None.
+    """
+    study = trial.study
+    if session.mode != "weighted" or len(study.directions) != 1:
+        return None
+    if isinstance(study.pruner, optuna.pruners.NopPruner):
+        return None
+    higher = session.metric.higher_is_better
+
+    def on_progress(seen: int, partial: float) -> bool:
+        trial.report(weighted_ratio_score([partial], [base_accuracy], [higher]), step=seen)
+        return trial.should_prune()
+
+    return on_progress
+
+
+def with_own_objectives(session: Session) -> Session:
+    """The session with copies of its objective instances, which collect results while a model
+    is measured: two threads (``n_jobs``) must never share them. Instances that cannot be copied
+    stay shared (with a debug log): measure such objectives from one thread."""
+    try:
+        return replace(session, objectives=[copy.deepcopy(o) for o in session.objectives])
+    except Exception as exc:  # noqa: BLE001  (a user's objective may hold anything)
+        logger.debug("objective instances not copied (%s: %s); they are shared", type(exc).__name__, exc)
+        return session
 
 
 def _ratio(value: float, base: float | None) -> float | None:
@@ -144,12 +188,17 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
             trial.set_user_attr(key, previous.user_attrs.get(key))
         return (dict(previous.user_attrs[attrs.VALUES]), previous.number,
                 previous.user_attrs.get(attrs.LATENCY))
+    hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
-        values, latency = measure_config(session, config, seconds, trial, stop_at)
+        values, latency = measure_config(session, config, seconds, trial.set_user_attr, stop_at, hook)
         return values, None, latency
     except HopelessTrial as exc:
         violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
         stop_hopeless(trial, str(exc), violation, seconds, None)
+    except PrunedTrial as exc:
+        trial.set_user_attr(attrs.PRUNE_REASON, str(exc))
+        trial.set_user_attr(attrs.SECONDS, seconds)
+        raise optuna.TrialPruned(str(exc)) from None
     except TrialError as exc:
         trial.set_user_attr(attrs.FAIL_REASON, str(exc))
         trial.set_user_attr(attrs.SECONDS, seconds)
@@ -157,8 +206,14 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
 
 
 def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
-                   trial: optuna.Trial, target: float | None) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Calibrate (cached), quantize and measure one config; its values and latency figures."""
+                   record: Record, target: float | None, on_progress: OnProgress | None = None,
+                   out: Path | None = None) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Calibrate (cached), quantize and measure one config; its values and latency figures.
+
+    ``record(key, value)`` keeps the side facts (``trial.set_user_attr`` in a trial); with
+    ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass; ``out``
+    is where the quantized model goes (default: ``session.model_path_for(config)``).
+    """
     ranges = None
     if config.approach == "static":
         try:
@@ -167,20 +222,20 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
             raise TrialError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
         ranges = got.path
         seconds["calibrate"] = got.seconds
-        trial.set_user_attr(attrs.CALIBRATION_REUSED, got.reused)
+        record(attrs.CALIBRATION_REUSED, got.reused)
     start = time.perf_counter()
-    path = quantize(session.model, config, session.model_path_for(config), ranges=ranges)
+    path = quantize(session.model, config, out or session.model_path_for(config), ranges=ranges)
     seconds["quantize"] = time.perf_counter() - start
-    trial.set_user_attr(attrs.MODEL_SHA256, sha256_file(path))
-    trial.set_user_attr(attrs.MODEL_BYTES, path.stat().st_size)
+    record(attrs.MODEL_SHA256, sha256_file(path))
+    record(attrs.MODEL_BYTES, path.stat().st_size)
     try:
-        m = measure_model(session, path, target)
+        m = measure_model(session, path, target, on_progress)
     finally:
         if not session.spec.study.save_models:
             path.unlink(missing_ok=True)
     seconds.update(m.seconds)
     if m.throughput is not None:
-        trial.set_user_attr(attrs.THROUGHPUT, m.throughput)
+        record(attrs.THROUGHPUT, m.throughput)
     return m.values, (m.latency.to_dict() if m.latency is not None else None)
 
 

@@ -19,13 +19,14 @@ shared measurements need:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
-from quantuna.study.run import load_results, run_study
+from quantuna.study.run import check_budget, load_results, run_study
 from quantuna.study.sampler import WorkerSampler
 from quantuna.study.storage import heartbeat_settings
 
@@ -130,6 +131,7 @@ def run_worker(
     Returns:
         The study's :class:`~quantuna.results.TuneResult` when this worker stops.
     """
+    check_budget(n_trials, timeout)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     limit = timeout if timeout is not None else (loaded.tuning.exit_policy.timeout or None)
@@ -165,9 +167,27 @@ def run_worker(
             gate.close()
 
 
-def _job(entry: Callable[[list[str]], int], argv: list[str]) -> None:
+def _job(entry: Callable[[list[str]], int], argv: list[str], stopping: Any) -> None:
+    """A worker process: started with SIGINT ignored (a Ctrl-C while it boots would print a
+    traceback), it takes SIGINT again once it can end cleanly, and leaves at once if the parent
+    already asked the workers to stop."""
     os.setpgrp()  # Ctrl-C reaches the parent only; it stops the workers after their trial
-    sys.exit(entry(argv))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = 130 if stopping.is_set() else entry(argv)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while processes are spawned (they inherit it until :func:`_job` runs)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_jobs(
@@ -200,6 +220,7 @@ def run_jobs(
     Returns:
         The study's results and the workers' exit codes (negative: killed by that signal).
     """
+    check_budget(n_trials, None)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
     study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
@@ -208,22 +229,25 @@ def run_jobs(
     if on_ready is not None:
         on_ready(study, max(0, budget - spent))
     context = multiprocessing.get_context("spawn")
+    stopping = context.Event()
     procs = [
-        context.Process(target=_job, args=(entry, argv), name=f"quantuna-worker-{i}")
+        context.Process(target=_job, args=(entry, argv, stopping), name=f"quantuna-worker-{i}")
         for i in range(min(jobs, max(0, budget - spent)))
     ]
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        for proc in procs:
-            proc.start()
+        with _children_ignore_ctrl_c():
+            for proc in procs:
+                proc.start()
         while any(proc.is_alive() for proc in procs):
             next(p for p in procs if p.is_alive()).join(timeout=1.0)
             now = count_spent(study)
             if now > spent and on_progress is not None:
                 on_progress(study, now - spent)
             spent = max(spent, now)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, or anything else: no worker outlives the parent
+        stopping.set()  # a worker still booting leaves as soon as it can
         _stop(procs)
         raise
     finally:
@@ -240,21 +264,30 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(procs: list[Any]) -> None:
-    """Ask every worker to stop (SIGINT: its running trial ends, not counted); a second Ctrl-C
-    kills them."""
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGINT)
+STOP_GRACE = 5.0  # seconds the workers get to end their running trial after a Ctrl-C
+
+
+def _stop(procs: list[Any], grace: float = STOP_GRACE) -> None:
+    """Ask every worker to stop (SIGINT: its running trial ends, not counted); a second Ctrl-C,
+    or ``grace`` seconds, kills the ones still running. Returns when none is left."""
+    again: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: again.append(True))
     try:
         for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + grace
+        while any(p.is_alive() for p in procs) and not again and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
         for proc in procs:
             if proc.is_alive():
-                proc.kill()
+                proc.kill()  # its running trial is failed by the heartbeat and retried
         for proc in procs:
-            proc.join()
+            if proc.pid is not None:
+                proc.join()
+        signal.signal(signal.SIGINT, previous)
 
 
 def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[str]]:

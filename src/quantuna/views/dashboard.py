@@ -16,11 +16,10 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler
 
-from quantuna.errors import QuantunaError, SpecError
+from quantuna.errors import QuantunaError
 from quantuna.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -36,16 +35,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
-
-
-def _check_storage(spec: StudySpec) -> None:
-    url = spec.storage
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise SpecError(
-                f"{spec.where}: no study storage at {path}; run `quantuna run {spec.where}` first"
-            )
 
 
 def study_path(spec: StudySpec, storage: optuna.storages.BaseStorage) -> str:
@@ -94,9 +83,9 @@ def serve(
 
     from quantuna._compat import feasible_best_trials
     from quantuna.study.artifacts import artifact_store
-    from quantuna.study.storage import make_storage
+    from quantuna.study.storage import make_storage, require_existing
 
-    _check_storage(spec)
+    require_existing(spec.storage, where=spec.where)
     storage = make_storage(spec.storage)
     feasible_best_trials(storage)
     app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(spec))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from quantuna._util import atomic_write
 from quantuna.results import TuneResult
 from quantuna.summary import NO_FEASIBLE, objective_labels, summarize
 from quantuna.views.tradeoff import require_plotly, tradeoff_figure, write_png
@@ -207,7 +208,7 @@ def write_report(
     out = Path(out)
     page = render_html(result)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    atomic_write(out, page)
     logger.info("wrote %s (%d kB)", out, len(page) // 1024)
     if png is not None:
         engine = write_png(result, Path(png), engine=png_engine)
