@@ -101,7 +101,13 @@ import os, time
 import numpy as np
 from pathlib import Path
 
+CALLS = []
+
+
 def top1_slowly(outputs, labels):
+    CALLS.append(1)
+    if len(CALLS) == 1:  # quantuna's one-batch probe of the metric, before any trial
+        return float((np.asarray(outputs).argmax(axis=1) == labels).mean())
     here = Path(__file__).parent
     with open(here / "pids", "a") as fh:
         fh.write(f"{os.getpid()}\\n")
@@ -114,7 +120,8 @@ def top1_slowly(outputs, labels):
 
 
 def _write_slow_metric(directory: Path) -> dict[str, Any]:
-    """A top-1 metric that takes a second and leaves busy-<pid> while it runs."""
+    """A top-1 metric that takes a second and leaves busy-<pid> while it runs (from its second
+    call in a process on: the first is quantuna's one-batch probe, before any trial)."""
     (directory / "slow_metric.py").write_text(SLOW_METRIC)
     return {"metric": f"{directory / 'slow_metric.py'}:top1_slowly", "higher_is_better": True}
 
