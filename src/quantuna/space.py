@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from quantuna.config import QuantConfig
+from quantuna.config import WEIGHT_ONLY_OP_TYPES, QuantConfig
 from quantuna.errors import SpecError
 from quantuna.model import DEFAULT_KNOB_OP_TYPES, ModelInfo
 from quantuna.spec import SpaceSection
@@ -47,7 +47,8 @@ class SearchSpace:
         self._calibration_size = calibration_size
         self._where = where
         if space.op_types is None:
-            op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in model.op_types}
+            defaults = ("MatMul",) if space.approach == ["weight_only"] else DEFAULT_KNOB_OP_TYPES
+            op_knobs = {op: ["int8", "fp32"] for op in defaults if op in model.op_types}
         else:
             missing = sorted(set(space.op_types) - set(model.op_types))
             if missing:
@@ -85,10 +86,16 @@ class SearchSpace:
             for node, op in self.sensitive
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
-        approaches = list(s.approach) if self.dynamic_types else ["static"]
+        approaches = [a for a in s.approach
+                      if (a != "dynamic" or self.dynamic_types)
+                      and (a != "weight_only" or set(quantized) & set(WEIGHT_ONLY_OP_TYPES))]
+        if not approaches:  # only weight_only, and no op type it takes is quantized
+            return QuantConfig()
         approach = pick("approach", approaches)
         first = pick("first_node_fp32", s.first_node_fp32)
         last = pick("last_node_fp32", s.last_node_fp32)
+        if approach == "weight_only":
+            return self._weight_only(pick, quantized, excluded, first, last)
         common: dict[str, Any] = {
             "op_types": quantized,
             "per_channel": pick("per_channel", s.per_channel),
@@ -112,6 +119,30 @@ class SearchSpace:
             percentile=pick("percentile", s.percentile) if method == "Percentile" else None,
             calibration_size=pick("calibration_size", self.calibration_sizes),
             **common,
+        )
+
+    def _weight_only(self, pick: Choose, quantized: tuple[str, ...], excluded: tuple[str, ...],
+                     first: bool, last: bool) -> QuantConfig:
+        """The weight-only (MatMulNBits) part of :meth:`build`: its knobs and nothing else."""
+        s = self._space
+        symmetric = pick("weight_symmetric", s.weight_symmetric)
+        bits = pick("bits", s.bits)
+        ops = tuple(op for op in quantized if op in WEIGHT_ONLY_OP_TYPES
+                    and (op != "Gather" or bits == 4))  # onnxruntime: int4 Gather only
+        if not ops:
+            return QuantConfig()
+        op_of = dict(self.sensitive)
+        return QuantConfig(
+            approach="weight_only",
+            op_types=ops,
+            weight_symmetric=symmetric,
+            bits=bits,
+            block_size=pick("block_size", s.block_size),
+            accuracy_level=pick("accuracy_level", s.accuracy_level),
+            algorithm=pick("algorithm", s.algorithm),
+            first_node_fp32=first,
+            last_node_fp32=last,
+            exclude_nodes=tuple(n for n in excluded if op_of.get(n) in ops),
         )
 
     def with_sensitive(self, nodes: Sequence[tuple[str, str]]) -> SearchSpace:
@@ -173,6 +204,10 @@ class SearchSpace:
             ("calibration_size", self.calibration_sizes),
             ("first_node_fp32", list(s.first_node_fp32)),
             ("last_node_fp32", list(s.last_node_fp32)),
+            ("bits", list(s.bits)),
+            ("block_size", list(s.block_size)),
+            ("accuracy_level", list(s.accuracy_level)),
+            ("algorithm", list(s.algorithm)),
         ]
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows
