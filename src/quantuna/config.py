@@ -84,6 +84,8 @@ def _check_combination(values: dict[str, Any]) -> str | None:
         return f"{extra[0]}: an fp32 config has only 'approach'" if extra else None
     if not values.get("op_types"):
         return "op_types: a quantized config names at least one op type"
+    if approach == "static" and values.get("graph_optimization") is not None:
+        return "graph_optimization: applies to dynamic and weight_only quantization, not static"
     if approach == "weight_only":
         return _check_weight_only(values)
     extra = [k for k in WEIGHT_ONLY_FIELDS if values.get(k) is not None]

@@ -41,23 +41,28 @@ class SearchSpace:
         *,
         sensitive: Sequence[tuple[str, str]] = (),
         where: str = "spec",
+        fused: ModelInfo | None = None,
     ) -> None:
         self._space = space
         self._model = model
+        self._fused = fused
         self._calibration_size = calibration_size
         self._where = where
+        self.fused_op_knobs = self._fused_knobs(space, fused, where)
+        fused_ops = set(fused.op_types) if fused is not None else set()
         if space.op_types is None:
             defaults = ("MatMul",) if space.approach == ["weight_only"] else DEFAULT_KNOB_OP_TYPES
             op_knobs = {op: ["int8", "fp32"] for op in defaults if op in model.op_types}
         else:
-            missing = sorted(set(space.op_types) - set(model.op_types))
+            missing = sorted(set(space.op_types) - set(model.op_types) - fused_ops)
             if missing:
                 raise SpecError(
                     f"{where}: space.op_types.{missing[0]}: the model has no {missing[0]} node "
                     f"(its op types: {', '.join(model.op_types)})"
                 )
-            op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()}
-        if not op_knobs:
+            op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()
+                        if op in model.op_types}
+        if not op_knobs and not self.fused_op_knobs:
             raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
         self.op_knobs: dict[str, list[str]] = op_knobs
         self.sensitive: tuple[tuple[str, str], ...] = tuple(sensitive)
@@ -69,6 +74,21 @@ class SearchSpace:
                 f"add U8S8 or U8U8 (got {list(space.types)})"
             )
 
+    @staticmethod
+    def _fused_knobs(space: SpaceSection, fused: ModelInfo | None, where: str) -> dict[str, list[str]]:
+        """The op knobs of the fused model (``graph_optimization: bert``), or none."""
+        if space.graph_optimization == ["none"]:
+            return {}
+        if not set(space.approach) & {"dynamic", "weight_only"}:
+            raise SpecError(f"{where}: space.graph_optimization: the fused model is quantized "
+                            "dynamic or weight_only; add one of them to space.approach")
+        if fused is None:
+            raise SpecError(f"{where}: space.graph_optimization: the space needs the fused model")
+        if space.op_types is None:
+            return {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in fused.op_types}
+        return {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()
+                if op in fused.op_types}
+
     # The one place where the knobs are read; `choose` is trial.suggest_categorical or an enumerator.
     def build(self, choose: Choose) -> QuantConfig:
         """Make a config by asking ``choose(name, values)`` for every knob that applies."""
@@ -78,7 +98,9 @@ class SearchSpace:
             values = list(dict.fromkeys(values))
             return values[0] if len(values) == 1 else choose(name, values)
 
-        quantized = tuple(op for op, v in self.op_knobs.items() if pick(f"op.{op}", v) == "int8")
+        graph = pick("graph_optimization", s.graph_optimization)
+        knobs = self.op_knobs if graph == "none" else self.fused_op_knobs
+        quantized = tuple(op for op, v in knobs.items() if pick(f"op.{op}", v) == "int8")
         if not quantized:
             return QuantConfig()
         excluded = tuple(
@@ -87,15 +109,17 @@ class SearchSpace:
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
         approaches = [a for a in s.approach
-                      if (a != "dynamic" or self.dynamic_types)
+                      if (a != "static" or graph == "none")  # static: the study's own model
+                      and (a != "dynamic" or self.dynamic_types)
                       and (a != "weight_only" or set(quantized) & set(WEIGHT_ONLY_OP_TYPES))]
         if not approaches:  # only weight_only, and no op type it takes is quantized
             return QuantConfig()
         approach = pick("approach", approaches)
         first = pick("first_node_fp32", s.first_node_fp32)
         last = pick("last_node_fp32", s.last_node_fp32)
+        fused = None if graph == "none" else graph
         if approach == "weight_only":
-            return self._weight_only(pick, quantized, excluded, first, last)
+            return self._weight_only(pick, quantized, excluded, first, last, fused)
         common: dict[str, Any] = {
             "op_types": quantized,
             "per_channel": pick("per_channel", s.per_channel),
@@ -104,6 +128,7 @@ class SearchSpace:
             "first_node_fp32": first,
             "last_node_fp32": last,
             "exclude_nodes": excluded,
+            "graph_optimization": fused,
         }
         if approach == "dynamic":
             return QuantConfig(
@@ -122,7 +147,7 @@ class SearchSpace:
         )
 
     def _weight_only(self, pick: Choose, quantized: tuple[str, ...], excluded: tuple[str, ...],
-                     first: bool, last: bool) -> QuantConfig:
+                     first: bool, last: bool, fused: str | None) -> QuantConfig:
         """The weight-only (MatMulNBits) part of :meth:`build`: its knobs and nothing else."""
         s = self._space
         symmetric = pick("weight_symmetric", s.weight_symmetric)
@@ -143,12 +168,13 @@ class SearchSpace:
             first_node_fp32=first,
             last_node_fp32=last,
             exclude_nodes=tuple(n for n in excluded if op_of.get(n) in ops),
+            graph_optimization=fused,
         )
 
     def with_sensitive(self, nodes: Sequence[tuple[str, str]]) -> SearchSpace:
         """This space plus an int8/fp32 knob (``node.<name>``) for each (node, op type) pair."""
         return SearchSpace(self._space, self._model, self._calibration_size,
-                           sensitive=nodes, where=self._where)
+                           sensitive=nodes, where=self._where, fused=self._fused)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""
@@ -191,7 +217,9 @@ class SearchSpace:
         """The knobs and their values, for ``quantuna validate``."""
         s = self._space
         rows: list[tuple[str, list[Any]]] = [(f"op.{op}", v) for op, v in self.op_knobs.items()]
+        rows += [(f"op.{op}", v) for op, v in self.fused_op_knobs.items() if op not in self.op_knobs]
         rows += [
+            ("graph_optimization", list(s.graph_optimization)),
             ("approach", list(s.approach)),
             ("quant_format", list(s.quant_format)),
             ("types", list(s.types)),

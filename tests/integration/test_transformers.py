@@ -56,3 +56,32 @@ def test_a_weight_only_study_measures_matmulnbits_and_its_export_reapplies_byte_
     assert "block_size" in exported.read_text()
     quantuna.apply(exported, block_dir / "tiny_transformer.onnx", out=block_dir / "again.onnx")
     assert file_sha256(block_dir / "again.onnx") == trial.model_sha256
+
+
+def test_a_bert_fused_study_searches_the_fused_op_types_and_caches_the_fused_model(
+    block_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(block_dir / "cache"))
+    space = {"approach": ["dynamic", "weight_only"], "graph_optimization": ["none", "bert"],
+             "op_types": {"MatMul": ["int8"], "SkipLayerNormalization": ["fp32"]}}
+    path = write_spec(block_dir, token_spec(space, max_trials=6), "fused.yaml")
+    result = run_study(path, n_trials=6)
+    fused = [t for t in result.trials if t.config.graph_optimization == "bert"]
+    assert fused and all(t.config.approach in ("dynamic", "weight_only") for t in fused)
+    entries = list((block_dir / "cache" / "quantuna" / "fused").glob("*.onnx"))
+    assert len(entries) == 1  # one fusion, shared by every fused trial
+    ops = {n.op_type for n in onnx.load(str(entries[0])).graph.node}
+    assert {"SkipLayerNormalization", "EmbedLayerNormalization"} <= ops
+    knobs = dict(quantuna_knobs(path))
+    assert "op.SkipLayerNormalization" in knobs and knobs["graph_optimization"] == ["none", "bert"]
+    trial = fused[0]
+    exported = write_export(export_trial(load_results(path), trial=trial.number), block_dir / "f.yaml")
+    quantuna.apply(exported, block_dir / "tiny_transformer.onnx", out=block_dir / "f.onnx")
+    assert file_sha256(block_dir / "f.onnx") == trial.model_sha256
+
+
+def quantuna_knobs(path: Path) -> list[tuple[str, list[object]]]:
+    from quantuna.spec import load_spec
+    from quantuna.study.session import prepare
+
+    return prepare(load_spec(path)).space.knobs()

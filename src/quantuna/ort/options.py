@@ -20,6 +20,10 @@ def quantizer_extra_options(config: QuantConfig) -> dict[str, object]:
     options: dict[str, object] = {"WeightSymmetric": bool(config.weight_symmetric)}
     if config.approach == "static":
         options["ActivationSymmetric"] = bool(config.activation_symmetric)
+    if config.graph_optimization:  # shape inference stops at the fused com.microsoft ops
+        import onnx
+
+        options["DefaultTensorType"] = onnx.TensorProto.FLOAT
     return options
 
 

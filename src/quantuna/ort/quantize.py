@@ -13,6 +13,7 @@ from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
 from quantuna.model import ModelInfo
 from quantuna.ort._capture import captured
+from quantuna.ort.fuse import fused_model
 from quantuna.ort.options import quantizer_kwargs, static_kwargs
 from quantuna.ort.weight_only import quantize_weight_only
 
@@ -50,6 +51,12 @@ def quantize(
         return out
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
+    if config.graph_optimization:  # quantize the fused model (cached, keyed by the model's sha256)
+        try:
+            model = fused_model(model, config.graph_optimization)
+        except Exception as exc:
+            raise TrialError(f"onnxruntime's {config.graph_optimization} fusions failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
     excluded = nodes_to_exclude(config, model)
     common = {} if config.approach == "weight_only" else quantizer_kwargs(config, excluded)
     if config.approach == "static" and ranges is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from quantuna._util import cut
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
@@ -29,6 +30,7 @@ from quantuna.objective import (
     resolve_objective,
 )
 from quantuna.ort.calibrate import RangeCache
+from quantuna.ort.fuse import fused_model
 from quantuna.ort.latency import Reference, Timing
 from quantuna.ort.measure import AccuracyTask, probe_metric
 from quantuna.space import SearchSpace
@@ -169,7 +171,8 @@ def prepare(
     fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
     if eval_func is None:
         _check_metric(spec, model, metric, evaluation_set, fixed or spec.data.evaluation.batch_size)
-    space = SearchSpace(spec.space, model, len(calibration_set), where=where)
+    space = SearchSpace(spec.space, model, len(calibration_set), where=where,
+                        fused=_fused_model(spec, model, where))
     too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
     if too_big:
         raise SpecError(
@@ -213,6 +216,18 @@ def _model(spec: StudySpec) -> ModelInfo:
         spec.model.unlink(missing_ok=True)
         build_model(spec.model, spec.model_build, where=f"{where}: model.build")
         return inspect_model(spec.model, where=f"{where}: model")
+
+
+def _fused_model(spec: StudySpec, model: ModelInfo, where: str) -> ModelInfo | None:
+    """The model after onnxruntime's transformer fusions, when the space asks for them."""
+    kinds = [k for k in spec.space.graph_optimization if k != "none"]
+    if not kinds:
+        return None
+    try:
+        return fused_model(model, kinds[0])
+    except Exception as exc:  # noqa: BLE001  (onnxruntime's optimizer raises anything)
+        raise SpecError(f"{where}: space.graph_optimization: {kinds[0]}: onnxruntime's fusions "
+                        f"failed on this model: {type(exc).__name__}: {cut(str(exc))}") from None
 
 
 def _check_metric(spec: StudySpec, model: ModelInfo, metric: Metric, evaluation: Dataset,
