@@ -85,3 +85,13 @@ def quantuna_knobs(path: Path) -> list[tuple[str, list[object]]]:
     from quantuna.study.session import prepare
 
     return prepare(load_spec(path)).space.knobs()
+
+
+def test_a_static_study_on_the_block_records_the_calibration_peak_memory(block_dir: Path) -> None:
+    space = {"approach": ["static"], "calibrate_method": ["MinMax", "Entropy"],
+             "op_types": {"MatMul": ["int8"]}}
+    path = write_spec(block_dir, token_spec(space, max_trials=3), "static.yaml")
+    run_study(path, n_trials=3)
+    study = load_results(path).study
+    computed = [t for t in study.trials if t.user_attrs.get("calibration_reused") is False]
+    assert computed and all(t.user_attrs["calibration_peak_mib"] >= 0 for t in computed)

@@ -29,6 +29,7 @@ from quantuna.objective import (
     equal_weights,
     resolve_objective,
 )
+from quantuna.ort.calib_memory import check_fits, sample_shapes, tensor_bytes_per_sample
 from quantuna.ort.calibrate import RangeCache
 from quantuna.ort.fuse import fused_model
 from quantuna.ort.latency import Reference, Timing
@@ -179,6 +180,11 @@ def prepare(
             f"{where}: space.calibration_size: {too_big[0]} samples asked, the calibration data "
             f"has {len(calibration_set)}"
         )
+    if "static" in spec.space.approach:  # onnxruntime's calibrators hold every sample's tensors
+        per_sample = tensor_bytes_per_sample(model.path, sorted(space.op_knobs),
+                                             sample_shapes(calibration_set.inputs))
+        check_fits(per_sample, [(m, n) for m in spec.space.calibrate_method
+                                for n in space.calibration_sizes], where=where)
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
     calib_batch = fixed or spec.data.calibration.batch_size
