@@ -117,3 +117,16 @@ def test_records_of_onnxruntimes_named_loggers_go_to_quantunas_debug_log(
     assert ("quantuna.ort", logging.DEBUG) in mine
     assert all(name == "quantuna.ort" for name, _ in mine)
     assert logging.getLogger("onnxruntime").propagate  # restored
+
+
+def test_records_of_loggers_named_by_bare_module_inside_onnxruntime_are_captured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import onnxruntime
+
+    record = logging.LogRecord("fusion_attention", logging.WARNING,
+                               str(Path(onnxruntime.__file__).parent / "transformers" / "x.py"), 1,
+                               "Failed to detect num_heads", None, None)
+    with caplog.at_level(logging.DEBUG), captured("test"):
+        logging.getLogger("fusion_attention").handle(record)
+    assert [(r.name, r.levelno) for r in caplog.records] == [("quantuna.ort", logging.DEBUG)]

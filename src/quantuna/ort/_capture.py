@@ -25,10 +25,13 @@ class _OrtRecords(logging.Filter):
     def __init__(self, package_dir: str) -> None:
         super().__init__()
         self.package_dir = package_dir
+        self.seen: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.pathname.startswith(self.package_dir):
-            logger.debug("onnxruntime: %s", record.getMessage())
+            if id(record) not in self.seen:  # one record passes the root and each of its handlers
+                self.seen.add(id(record))
+                logger.debug("onnxruntime: %s", record.getMessage())
             return False
         return True
 
@@ -55,6 +58,9 @@ def captured(what: str) -> Iterator[None]:
     root = logging.getLogger()
     records = _OrtRecords(_package_dir())
     root.addFilter(records)
+    handlers = list(root.handlers)  # records of any logger made in onnxruntime's files (its
+    for handler in handlers:  # transformer tools name loggers by bare module name)
+        handler.addFilter(records)
     relog = _Relog()
     named = [log for log in map(logging.getLogger, ORT_LOGGERS)  # nested: the outer one relogs
              if not any(isinstance(h, _Relog) for h in log.handlers)]
@@ -69,6 +75,8 @@ def captured(what: str) -> Iterator[None]:
             yield
     finally:
         root.removeFilter(records)
+        for handler in handlers:
+            handler.removeFilter(records)
         for log, propagate in kept:
             log.removeHandler(relog)
             log.propagate = propagate

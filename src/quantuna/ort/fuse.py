@@ -19,14 +19,17 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from quantuna._util import atomic_write, file_lock, sha256_file
 from quantuna.model import ModelInfo, inspect_model
 from quantuna.ort._capture import captured
 
 logger = logging.getLogger(__name__)
-FUSE_VERSION = 1
+FUSE_VERSION = 2
+# num_heads and hidden_size (0: onnxruntime detects) are read off the model (attention_shape)
 OPTIMIZER_SETTINGS = {"bert": {"model_type": "bert", "num_heads": 0, "hidden_size": 0, "opt_level": 0}}
 
 
@@ -46,6 +49,49 @@ def fused_key(model_sha256: str, kind: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _constant_values(graph: Any) -> dict[str, list[int]]:
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i).ravel().tolist() for i in graph.initializer
+              if i.data_type == 7 and len(i.dims) <= 1}  # int64 vectors and scalars
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if tensor.data_type == 7 and len(tensor.dims) <= 1:
+                values[node.output[0]] = numpy_helper.to_array(tensor).ravel().tolist()
+    return values
+
+
+def attention_shape(model: Any) -> tuple[int, int]:
+    """(num_heads, hidden_size) of a BERT-like graph, or (0, 0) for onnxruntime to detect.
+
+    onnxruntime's detection fails on current exporters (the head split is a Reshape to a shape
+    built by Concat): the hidden size is the most common LayerNormalization width, the head size
+    the constant last entry of the 4-d Reshape shapes that split the heads.
+    """
+    graph = model.graph
+    sizes = {i.name: list(i.dims) for i in graph.initializer}
+    widths = Counter(sizes[n.input[1]][0] for n in graph.node
+                     if n.op_type == "LayerNormalization" and len(sizes.get(n.input[1], [])) == 1)
+    if not widths:
+        return 0, 0
+    hidden = widths.most_common(1)[0][0]
+    values = _constant_values(graph)
+    made = {o: n for n in graph.node for o in n.output}
+    heads: Counter[int] = Counter()
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        shape = values.get(node.input[1])
+        concat = made.get(node.input[1])
+        if shape is None and concat is not None and concat.op_type == "Concat":
+            parts = [values.get(i, [0]) for i in concat.input]
+            shape = [v for part in parts for v in part] if all(len(p) == 1 for p in parts) else None
+        if shape and len(shape) == 4 and shape[3] > 0 and hidden % shape[3] == 0 and shape[3] < hidden:
+            heads[hidden // shape[3]] += 1
+    return (heads.most_common(1)[0][0], hidden) if heads else (0, 0)
+
+
 def _sound(path: Path) -> bool:
     checksum = path.with_name(path.name + ".sha256")
     try:
@@ -59,8 +105,12 @@ def fuse(source: Path, out: Path, kind: str) -> None:
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
+    settings = dict(OPTIMIZER_SETTINGS[kind])
+    if kind == "bert":
+        settings["num_heads"], settings["hidden_size"] = attention_shape(
+            onnx.load(str(source), load_external_data=False))
     with captured(f"graph optimization {kind}"):
-        optimized = optimize_model(str(source), **OPTIMIZER_SETTINGS[kind])
+        optimized = optimize_model(str(source), **settings)
     model = optimized.model
     declared = {o.domain for o in model.opset_import}
     for domain in sorted({n.domain for n in model.graph.node} - declared - {"", "ai.onnx"}):
