@@ -219,7 +219,6 @@ class SearchSpace:
         rows: list[tuple[str, list[Any]]] = [(f"op.{op}", v) for op, v in self.op_knobs.items()]
         rows += [(f"op.{op}", v) for op, v in self.fused_op_knobs.items() if op not in self.op_knobs]
         rows += [
-            ("graph_optimization", list(s.graph_optimization)),
             ("approach", list(s.approach)),
             ("quant_format", list(s.quant_format)),
             ("types", list(s.types)),
@@ -236,6 +235,7 @@ class SearchSpace:
             ("block_size", list(s.block_size)),
             ("accuracy_level", list(s.accuracy_level)),
             ("algorithm", list(s.algorithm)),
+            ("graph_optimization", list(s.graph_optimization)),
         ]
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows

@@ -45,3 +45,12 @@ def test_token_data_is_seeded_padded_and_int64() -> None:
     assert all((a[k] == b[k]).all() and a[k].dtype.name == "int64" for k in module.INPUTS)
     assert ((a["input_ids"] == 0) == (a["attention_mask"] == 0)).all()  # padding is masked
     assert (a["input_ids"][:, 0] == 101).all()
+
+
+def test_the_shipped_spec_is_valid_and_searches_the_transformer_knobs() -> None:
+    from quantuna.spec import load_spec
+
+    spec = load_spec(STUDIES / "bert_like.yaml")
+    assert spec.model_build and spec.model_build.endswith("bert_like.py:build")
+    assert set(spec.space.approach) == {"dynamic", "weight_only"}
+    assert spec.space.graph_optimization == ["none", "bert"]

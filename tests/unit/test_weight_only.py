@@ -130,3 +130,22 @@ def test_records_of_loggers_named_by_bare_module_inside_onnxruntime_are_captured
     with caplog.at_level(logging.DEBUG), captured("test"):
         logging.getLogger("fusion_attention").handle(record)
     assert [(r.name, r.levelno) for r in caplog.records] == [("quantuna.ort", logging.DEBUG)]
+
+
+def test_weight_only_nodes_count_as_low_bit_computation(block: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    pytest.importorskip("onnx_ir")
+    from quantuna.ort.quantize import quantize
+
+    config = QuantConfig.from_dict({**WO, "op_types": ["Gather", "MatMul"]})
+    out = quantize(inspect_model(block), config, tmp_path / "wo.onnx")
+    nodes = weight_only.low_bit_nodes(onnx.load(str(out)))
+    assert len(nodes) == 9  # 7 MatMuls with a constant weight, 2 embedding Gathers
+    assert weight_only.low_bit_nodes(onnx.load(str(block))) == []
+    qdq = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w4", "s"], ["w"], name="dq")], "g", [],
+        [helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])],
+        [helper.make_tensor("w4", TensorProto.INT4, [2], [1, -1]), helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])])
+    assert weight_only.low_bit_nodes(helper.make_model(qdq)) == ["dq"]

@@ -12,6 +12,7 @@ import importlib
 import logging
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
@@ -58,3 +59,19 @@ def quantize_weight_only(source: Path, out: Path, config: QuantConfig,
         )
         quantizer.process()
     onnx.save(quantizer.model.model, str(out))
+
+
+# Nodes that compute with low-bit (int4/int8) weights after weight-only quantization: any int8-op
+# count must include them, or a weight-only model reads as "the fp32 model".
+LOW_BIT_OP_TYPES = ("MatMulNBits", "GatherBlockQuantized")
+_LOW_BIT_TYPES = (2, 3, 21, 22)  # onnx TensorProto UINT8, INT8, UINT4, INT4
+
+
+def low_bit_nodes(model: Any) -> list[str]:
+    """Names of the nodes of an ``onnx.ModelProto`` that compute with low-bit weights:
+    ``MatMulNBits``, ``GatherBlockQuantized``, and ``DequantizeLinear`` of an int4/int8 weight
+    (the QDQ form of weight-only quantization)."""
+    weights = {i.name for i in model.graph.initializer if i.data_type in _LOW_BIT_TYPES}
+    return [n.name for n in model.graph.node
+            if n.op_type in LOW_BIT_OP_TYPES
+            or (n.op_type == "DequantizeLinear" and n.input and n.input[0] in weights)]
