@@ -16,11 +16,10 @@ import quantuna
 from quantuna.export import export_trial, file_sha256, write_export
 from quantuna.study.run import load_results, run_study
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
-    pytest.mark.skipif(importlib.util.find_spec("onnx_ir") is None,
-                       reason="onnxruntime's MatMulNBits quantizer needs onnx-ir (pip install onnx-ir)"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+needs_onnx_ir = pytest.mark.skipif(  # a dependency of quantuna; onnxruntime does not install it
+    importlib.util.find_spec("onnx_ir") is None,
+    reason="onnxruntime's MatMulNBits quantizer needs onnx-ir (pip install onnx-ir)")
 
 
 @pytest.fixture()
@@ -30,6 +29,7 @@ def block_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@needs_onnx_ir
 def test_a_weight_only_study_measures_matmulnbits_and_its_export_reapplies_byte_for_byte(
     block_dir: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -58,6 +58,7 @@ def test_a_weight_only_study_measures_matmulnbits_and_its_export_reapplies_byte_
     assert file_sha256(block_dir / "again.onnx") == trial.model_sha256
 
 
+@needs_onnx_ir
 def test_a_bert_fused_study_searches_the_fused_op_types_and_caches_the_fused_model(
     block_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
