@@ -149,3 +149,19 @@ def test_weight_only_nodes_count_as_low_bit_computation(block: Path, tmp_path: P
         [helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])],
         [helper.make_tensor("w4", TensorProto.INT4, [2], [1, -1]), helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])])
     assert weight_only.low_bit_nodes(helper.make_model(qdq)) == ["dq"]
+
+
+def test_without_any_handler_onnxruntimes_records_do_not_reach_the_last_resort(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import onnxruntime
+
+    record = logging.LogRecord("fusion_attention", logging.WARNING,
+                               str(Path(onnxruntime.__file__).parent / "transformers" / "x.py"), 1,
+                               "Failed to detect num_heads", None, None)
+    assert logging.lastResort is not None
+    with captured("test"):
+        logging.lastResort.handle(record)  # where a library user's records go with no handler
+    assert "num_heads" not in capsys.readouterr().err
+    logging.lastResort.handle(record)  # outside the block it prints, as Python does
+    assert "num_heads" in capsys.readouterr().err

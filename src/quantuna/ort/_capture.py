@@ -58,8 +58,10 @@ def captured(what: str) -> Iterator[None]:
     root = logging.getLogger()
     records = _OrtRecords(_package_dir())
     root.addFilter(records)
-    handlers = list(root.handlers)  # records of any logger made in onnxruntime's files (its
-    for handler in handlers:  # transformer tools name loggers by bare module name)
+    # records of any logger made in onnxruntime's files (its transformer tools name loggers by bare
+    # module name), at every handler they may reach: root's, or Python's last resort when it has none
+    handlers = list(root.handlers) + ([logging.lastResort] if logging.lastResort else [])
+    for handler in handlers:
         handler.addFilter(records)
     relog = _Relog()
     named = [log for log in map(logging.getLogger, ORT_LOGGERS)  # nested: the outer one relogs
