@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -22,7 +23,10 @@ from pydantic import (
 from quantuna._util import cut, shorten
 from quantuna.errors import SpecError
 
-Approach = Literal["fp32", "static", "dynamic"]
+Approach = Literal["fp32", "static", "dynamic", "weight_only"]
+# the fields only a weight-only (MatMulNBits) config has, and the ones it never has
+WEIGHT_ONLY_FIELDS = ("bits", "block_size", "accuracy_level", "algorithm")
+WEIGHT_ONLY_OP_TYPES = ("Gather", "MatMul")  # what onnxruntime's MatMulNBits quantizer takes
 NAME = r"^[A-Za-z_][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
 
 
@@ -45,6 +49,29 @@ class _ConfigSchema(BaseModel):
     first_node_fp32: StrictBool | None = None
     last_node_fp32: StrictBool | None = None
     exclude_nodes: list[str] = Field(default=[], max_length=100_000)
+    bits: Literal[4, 8] | None = None
+    block_size: Literal[16, 32, 64, 128, 256] | None = None
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
+    algorithm: Literal["RTN"] | None = None
+    graph_optimization: Literal["bert"] | None = None
+
+
+def _check_weight_only(values: dict[str, Any]) -> str | None:
+    """What is wrong with a weight-only combination, or ``None``."""
+    never = ("quant_format", "types", "per_channel", "reduce_range", "activation_symmetric",
+             "calibrate_method", "percentile", "calibration_size")
+    extra = [k for k in never if values.get(k) is not None]
+    if extra:
+        return f"{extra[0]}: does not apply to weight-only quantization"
+    missing = [k for k in (*WEIGHT_ONLY_FIELDS, "weight_symmetric") if values.get(k) is None]
+    if missing:
+        return f"{missing[0]}: a weight_only config needs it"
+    other = [op for op in values["op_types"] if op not in WEIGHT_ONLY_OP_TYPES]
+    if other:
+        return f"op_types: {other[0]}: weight-only quantization takes {' or '.join(WEIGHT_ONLY_OP_TYPES)}"
+    if values["bits"] != 4 and "Gather" in values["op_types"]:
+        return "op_types: Gather: weight-only Gather takes 4 bits only"
+    return None
 
 
 def _check_combination(values: dict[str, Any]) -> str | None:
@@ -57,6 +84,13 @@ def _check_combination(values: dict[str, Any]) -> str | None:
         return f"{extra[0]}: an fp32 config has only 'approach'" if extra else None
     if not values.get("op_types"):
         return "op_types: a quantized config names at least one op type"
+    if approach == "static" and values.get("graph_optimization") is not None:
+        return "graph_optimization: applies to dynamic and weight_only quantization, not static"
+    if approach == "weight_only":
+        return _check_weight_only(values)
+    extra = [k for k in WEIGHT_ONLY_FIELDS if values.get(k) is not None]
+    if extra:
+        return f"{extra[0]}: applies to weight_only quantization only, not {approach}"
     if approach == "dynamic":
         extra = [k for k in static_only if values.get(k) is not None]
         if extra:
@@ -81,7 +115,8 @@ class QuantConfig:
     :meth:`key` and the second reuses the first's measurement.
 
     Attributes:
-        approach: ``fp32`` (the unquantized model), ``static`` or ``dynamic``.
+        approach: ``fp32`` (the unquantized model), ``static``, ``dynamic`` or ``weight_only``
+            (int4/int8 weights in onnxruntime's ``MatMulNBits``, fp32 activations, no calibration).
         quant_format: ``QDQ`` or ``QOperator`` (static only).
         types: activation/weight type pair: ``U8S8``, ``U8U8`` or ``S8S8``.
         per_channel: per-channel weight scales.
@@ -95,6 +130,13 @@ class QuantConfig:
         first_node_fp32: keep the first compute node in fp32.
         last_node_fp32: keep the last compute node in fp32.
         exclude_nodes: further node names kept in fp32, sorted.
+        bits: weight bits of a weight-only config (4 or 8).
+        block_size: how many weights share one scale in a weight-only config.
+        accuracy_level: ``MatMulNBits``' minimum compute precision (0 unset, 1 fp32, 2 fp16,
+            3 bf16, 4 int8 activations).
+        algorithm: how weight-only weights are rounded (``RTN``, round to nearest).
+        graph_optimization: onnxruntime's transformer fusions applied before quantizing (``bert``),
+            ``None`` for none.
     """
 
     approach: Approach = "fp32"
@@ -111,6 +153,11 @@ class QuantConfig:
     first_node_fp32: bool | None = None
     last_node_fp32: bool | None = None
     exclude_nodes: tuple[str, ...] = ()
+    bits: int | None = None
+    block_size: int | None = None
+    accuracy_level: int | None = None
+    algorithm: str | None = None
+    graph_optimization: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op_types", tuple(sorted(self.op_types)))
@@ -155,8 +202,9 @@ class QuantConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted((str(k) for k in set(data) - known), key=len)
         if unknown:
-            raise SpecError(f"{where}: unknown key {shorten(unknown[0], 60)} "
-                            f"(known: {', '.join(sorted(known))})")
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "known: " + ", ".join(sorted(known))
+            raise SpecError(f"{where}: unknown key {shorten(unknown[0], 60)} ({cut(hint, 200)})")
         try:
             checked = _ConfigSchema.model_validate(data)
         except ValidationError as err:
@@ -193,6 +241,10 @@ class QuantConfig:
         if self.quant_format:
             parts.append(self.quant_format)
         parts.append(self.types or "")
+        if self.graph_optimization:
+            parts.append(f"fused-{self.graph_optimization}")
+        if self.approach == "weight_only":
+            parts.append(f"{self.algorithm} int{self.bits} b{self.block_size} acc{self.accuracy_level}")
         if self.calibrate_method:
             method = self.calibrate_method
             if method == "Percentile":

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from quantuna.config import QuantConfig
+from quantuna.config import WEIGHT_ONLY_OP_TYPES, QuantConfig
 from quantuna.errors import SpecError
 from quantuna.model import DEFAULT_KNOB_OP_TYPES, ModelInfo
+from quantuna.space_weight_only import weight_only_config
 from quantuna.spec import SpaceSection
 
 Choose = Callable[[str, Sequence[Any]], Any]
@@ -49,27 +50,33 @@ class SearchSpace:
         quantizable: Mapping[str, Collection[str]] | None = None,
         followers: Mapping[str, Collection[str]] | None = None,
         where: str = "spec",
+        fused: ModelInfo | None = None,
     ) -> None:
         self._space = space
         self._model = model
+        self._fused = fused
         self._calibration_size = calibration_size
         self._quantizable = quantizable
         self._followers = followers or {}
         self._where = where
         self.notes: list[str] = []
+        self.fused_op_knobs = self._fused_knobs(space, fused, where)
+        fused_ops = set(fused.op_types) if fused is not None else set()
         all_ops = set(model.op_types) | set(model.subgraph_op_types)
         if space.op_types is None:
-            op_knobs = {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in all_ops}
+            defaults = ("MatMul",) if space.approach == ["weight_only"] else DEFAULT_KNOB_OP_TYPES
+            op_knobs = {op: ["int8", "fp32"] for op in defaults if op in all_ops}
         else:
-            missing = sorted(set(space.op_types) - all_ops)
+            missing = sorted(set(space.op_types) - all_ops - fused_ops)
             if missing:
                 raise SpecError(
                     f"{where}: space.op_types.{missing[0]}: the model has no {missing[0]} node "
                     f"(its op types: {', '.join(model.op_types)}; model preparation may have fused "
                     "it: prepare.preprocess: off keeps the graph as it is)"
                 )
-            op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()}
-        if not op_knobs:
+            op_knobs = {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()
+                        if op in all_ops}
+        if not op_knobs and not self.fused_op_knobs:
             raise SpecError(f"{where}: space.op_types: the model has no op type quantuna can quantize")
         self.sensitive: tuple[tuple[str, str], ...] = tuple(sensitive)
         self.calibration_sizes = list(dict.fromkeys(space.calibration_size or [calibration_size]))
@@ -84,10 +91,14 @@ class SearchSpace:
             self.notes.append(f"per-channel QDQ needs opset 13, the model has {model.opset}: "
                               "per-channel is offered with QOperator and dynamic only")
 
-    def _modes(self) -> list[str]:
-        """The ways this space quantizes: ``dynamic`` and the static formats."""
-        modes = ["dynamic"] if "dynamic" in self._space.approach and self.dynamic_types else []
-        return modes + (list(self._space.quant_format) if "static" in self._space.approach else [])
+    def _modes(self, graph: str = "none") -> list[str]:
+        """The ways this space quantizes: ``dynamic``, the static formats (the study's own model
+        only, never a fused one) and ``weight_only``."""
+        approach = self._space.approach
+        modes = ["dynamic"] if "dynamic" in approach and self.dynamic_types else []
+        if "static" in approach and graph == "none":
+            modes += list(self._space.quant_format)
+        return modes + (["weight_only"] if "weight_only" in approach else [])
 
     def can_quantize(self, mode: str, op: str) -> bool:
         """Whether ``mode`` (``dynamic``, ``QDQ``, ``QOperator``) quantizes some ``op`` node here.
@@ -95,6 +106,8 @@ class SearchSpace:
         onnxruntime quantizes inside control-flow bodies only dynamically; QDQ quantizes any op
         type; the others quantize the op types of their registry (``quantizable``).
         """
+        if mode == "weight_only":
+            return op in WEIGHT_ONLY_OP_TYPES and op not in self._model.subgraph_op_types
         if op in self._model.subgraph_op_types:
             return mode == "dynamic" and self._in_registry(mode, op)
         return self._in_registry(mode, op)
@@ -137,6 +150,21 @@ class SearchSpace:
             return [False]
         return list(self._space.per_channel)
 
+    @staticmethod
+    def _fused_knobs(space: SpaceSection, fused: ModelInfo | None, where: str) -> dict[str, list[str]]:
+        """The op knobs of the fused model (``graph_optimization: bert``), or none."""
+        if space.graph_optimization == ["none"]:
+            return {}
+        if not set(space.approach) & {"dynamic", "weight_only"}:
+            raise SpecError(f"{where}: space.graph_optimization: the fused model is quantized "
+                            "dynamic or weight_only; add one of them to space.approach")
+        if fused is None:
+            raise SpecError(f"{where}: space.graph_optimization: the space needs the fused model")
+        if space.op_types is None:
+            return {op: ["int8", "fp32"] for op in DEFAULT_KNOB_OP_TYPES if op in fused.op_types}
+        return {op: list(dict.fromkeys(v)) for op, v in space.op_types.items()
+                if op in fused.op_types}
+
     # The one place where the knobs are read; `choose` is trial.suggest_categorical or an enumerator.
     def build(self, choose: Choose) -> QuantConfig:
         """Make a config by asking ``choose(name, values)`` for every knob that applies.
@@ -152,18 +180,27 @@ class SearchSpace:
             values = list(dict.fromkeys(values))
             return values[0] if len(values) == 1 else choose(name, values)
 
-        quantized = tuple(op for op, v in self.op_knobs.items() if pick(f"op.{op}", v) == "int8")
+        graph = pick("graph_optimization", s.graph_optimization)
+        knobs = self.op_knobs if graph == "none" else self.fused_op_knobs
+        quantized = tuple(op for op, v in knobs.items() if pick(f"op.{op}", v) == "int8")
+        if not quantized:
+            return QuantConfig()
         excluded = tuple(
             (node, op)
             for node, op in self.sensitive
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
-        usable = {m: self._usable(m, quantized) for m in self._modes()}
+        usable = {m: self._usable(m, quantized) for m in self._modes(graph)}
         approaches = [a for a in s.approach
-                      if any(usable.get(m) for m in (["dynamic"] if a == "dynamic" else s.quant_format))]
-        if not quantized or not approaches:
+                      if any(usable.get(m) for m in (s.quant_format if a == "static" else [a]))]
+        if not approaches:
             return QuantConfig()
         approach = pick("approach", approaches)
+        first = pick("first_node_fp32", s.first_node_fp32)
+        last = pick("last_node_fp32", s.last_node_fp32)
+        fused = None if graph == "none" else graph
+        if approach == "weight_only":
+            return weight_only_config(s, pick, usable["weight_only"], excluded, first, last, fused)
         mode = "dynamic" if approach == "dynamic" else pick(
             "quant_format", [f for f in s.quant_format if usable.get(f)])
         ops = usable[mode]
@@ -172,9 +209,10 @@ class SearchSpace:
             "per_channel": pick("per_channel", self._per_channel(mode)),
             "reduce_range": pick("reduce_range", s.reduce_range),
             "weight_symmetric": pick("weight_symmetric", s.weight_symmetric),
-            "first_node_fp32": pick("first_node_fp32", s.first_node_fp32),
-            "last_node_fp32": pick("last_node_fp32", s.last_node_fp32),
+            "first_node_fp32": first,
+            "last_node_fp32": last,
             "exclude_nodes": tuple(node for node, op in excluded if op in ops),
+            "graph_optimization": fused,
         }
         if approach == "dynamic":
             return QuantConfig(
@@ -196,7 +234,7 @@ class SearchSpace:
         """This space plus an int8/fp32 knob (``node.<name>``) for each (node, op type) pair."""
         return SearchSpace(self._space, self._model, self._calibration_size, sensitive=nodes,
                            quantizable=self._quantizable, followers=self._followers,
-                           where=self._where)
+                           where=self._where, fused=self._fused)
 
     def suggest(self, trial: Any) -> QuantConfig:
         """The config of an Optuna trial (``trial.suggest_categorical`` for every open knob)."""
@@ -239,6 +277,7 @@ class SearchSpace:
         """The knobs and their values, for ``quantuna validate``."""
         s = self._space
         rows: list[tuple[str, list[Any]]] = [(f"op.{op}", v) for op, v in self.op_knobs.items()]
+        rows += [(f"op.{op}", v) for op, v in self.fused_op_knobs.items() if op not in self.op_knobs]
         rows += [
             ("approach", list(s.approach)),
             ("quant_format", list(s.quant_format)),
@@ -252,6 +291,11 @@ class SearchSpace:
             ("calibration_size", self.calibration_sizes),
             ("first_node_fp32", list(s.first_node_fp32)),
             ("last_node_fp32", list(s.last_node_fp32)),
+            ("bits", list(s.bits)),
+            ("block_size", list(s.block_size)),
+            ("accuracy_level", list(s.accuracy_level)),
+            ("algorithm", list(s.algorithm)),
+            ("graph_optimization", list(s.graph_optimization)),
         ]
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows

@@ -143,7 +143,7 @@ class TuningSection(_Strict):
 class SpaceSection(_Strict):
     """``space:`` the knobs; each list holds the values a trial may take."""
 
-    approach: list[Literal["static", "dynamic"]] = Field(default=["static"], min_length=1)
+    approach: list[Literal["static", "dynamic", "weight_only"]] = Field(default=["static"], min_length=1)
     quant_format: list[Literal["QDQ", "QOperator"]] = Field(default=["QDQ"], min_length=1)
     types: list[TypePair] = Field(default=["U8S8"], min_length=1)
     per_channel: list[bool] = Field(default=[False], min_length=1)
@@ -160,6 +160,12 @@ class SpaceSection(_Strict):
     last_node_fp32: list[bool] = Field(default=[False], min_length=1)
     exclude_sensitive_nodes: int = Field(default=0, ge=0)
     sensitivity_samples: int = Field(default=256, gt=0)
+    # weight_only (onnxruntime's MatMulNBits quantizer): asked only when the approach is weight_only
+    bits: list[Literal[4, 8]] = Field(default=[4], min_length=1)
+    block_size: list[Literal[16, 32, 64, 128, 256]] = Field(default=[128], min_length=1)
+    accuracy_level: list[Literal[0, 1, 2, 3, 4]] = Field(default=[0], min_length=1)
+    algorithm: list[Literal["RTN"]] = Field(default=["RTN"], min_length=1)
+    graph_optimization: list[Literal["none", "bert"]] = Field(default=["none"], min_length=1)
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

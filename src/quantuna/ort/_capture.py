@@ -1,9 +1,10 @@
 """What onnxruntime prints or warns while it calibrates and quantizes goes to quantuna's log.
 
 onnxruntime's quantization tools print to stdout, raise numpy ``RuntimeWarning`` s and log advice
-on the *root* logger (``logging.warning(...)``). :func:`captured` takes all three for the ``with``
-block and re-logs them at debug level on ``quantuna.ort``: the root logger's level is never
-touched, so other libraries' records still reach the user.
+on the *root* logger (``logging.warning(...)``); its weight-only quantizer and transformer optimizer
+log on their own named loggers (``onnxruntime.*``, ``neural_compressor``). :func:`captured` takes
+all of them for the ``with`` block and re-logs them at debug level on ``quantuna.ort``: the root
+logger's level is never touched, so other libraries' records still reach the user.
 """
 
 from __future__ import annotations
@@ -24,12 +25,25 @@ class _OrtRecords(logging.Filter):
     def __init__(self, package_dir: str) -> None:
         super().__init__()
         self.package_dir = package_dir
+        self.seen: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.pathname.startswith(self.package_dir):
-            logger.debug("onnxruntime: %s", record.getMessage())
+            if id(record) not in self.seen:  # one record passes the root and each of its handlers
+                self.seen.add(id(record))
+                logger.debug("onnxruntime: %s", record.getMessage())
             return False
         return True
+
+
+class _Relog(logging.Handler):
+    """Re-logs a named onnxruntime logger's records at debug level on ``quantuna.ort``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.debug("onnxruntime (%s): %s", record.name, record.getMessage())
+
+
+ORT_LOGGERS = ("onnxruntime", "neural_compressor")  # the named loggers onnxruntime's tools use
 
 
 def _package_dir() -> str:
@@ -44,6 +58,18 @@ def captured(what: str) -> Iterator[None]:
     root = logging.getLogger()
     records = _OrtRecords(_package_dir())
     root.addFilter(records)
+    # records of any logger made in onnxruntime's files (its transformer tools name loggers by bare
+    # module name), at every handler they may reach: root's, or Python's last resort when it has none
+    handlers = list(root.handlers) + ([logging.lastResort] if logging.lastResort else [])
+    for handler in handlers:
+        handler.addFilter(records)
+    relog = _Relog()
+    named = [log for log in map(logging.getLogger, ORT_LOGGERS)  # nested: the outer one relogs
+             if not any(isinstance(h, _Relog) for h in log.handlers)]
+    kept = [(log, log.propagate) for log in named]
+    for log in named:
+        log.addHandler(relog)
+        log.propagate = False
     out = io.StringIO()
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
@@ -51,6 +77,11 @@ def captured(what: str) -> Iterator[None]:
             yield
     finally:
         root.removeFilter(records)
+        for handler in handlers:
+            handler.removeFilter(records)
+        for log, propagate in kept:
+            log.removeHandler(relog)
+            log.propagate = propagate
     for warning in caught:
         logger.debug("%s: %s: %s", what, warning.category.__name__, warning.message)
     if out.getvalue().strip():

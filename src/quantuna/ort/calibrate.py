@@ -29,6 +29,7 @@ from quantuna._util import atomic_write, file_lock
 from quantuna.config import QuantConfig
 from quantuna.data import Batch, Dataset
 from quantuna.ort._capture import captured
+from quantuna.ort.calib_memory import PeakMemory
 from quantuna.ort.options import calibrator_options, quantizable_op_types
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Ranges:
     path: Path
     reused: bool
     seconds: float
+    peak_bytes: int | None = None  # resident-memory peak of the calibration (computed now only)
 
 
 class _Reader:
@@ -74,11 +76,11 @@ def range_key(model_sha256: str, setting: dict[str, Any], data_sha256: str) -> s
 def compute_ranges(
     model_path: Path, config: QuantConfig, calibration: Dataset, batch_size: int, out: Path,
     op_types: Sequence[str] | None = None,
-) -> None:
+) -> int:
     """Run onnxruntime's calibrator for ``config``'s setting and save the ranges to ``out``.
 
     ``op_types``: whose input and output tensors are calibrated (default: every op type
-    onnxruntime can quantize).
+    onnxruntime can quantize). Returns how far resident memory rose while calibrating (bytes).
     """
     from onnxruntime.quantization import create_calibrator, save_tensors_data
 
@@ -97,7 +99,7 @@ def compute_ranges(
             extra_options=options,
         )
         calibrator.infer_session = FiniteOutputs(calibrator.infer_session)
-        with captured("calibrate"):
+        with captured("calibrate"), PeakMemory() as memory:
             calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
         del calibrator
@@ -107,6 +109,7 @@ def compute_ranges(
     # the checksum first: whoever sees the entry sees its checksum
     atomic_write(_checksum_path(out), hashlib.sha256(payload).hexdigest() + "\n")
     atomic_write(out, payload)
+    return memory.added_bytes
 
 
 def _checksum_path(entry: Path) -> Path:
@@ -231,6 +234,6 @@ class RangeCache:
             if self._valid(path):  # another local worker computed it while we waited
                 return Ranges(path, True, time.perf_counter() - start)
             logger.info("calibrating %s (%s samples)", config.calibrate_method, config.calibration_size)
-            compute_ranges(self.model_path, config, self.calibration, self.batch_size, path,
-                           self.op_types)
-        return Ranges(path, False, time.perf_counter() - start)
+            peak = compute_ranges(self.model_path, config, self.calibration, self.batch_size,
+                                  path, self.op_types)
+        return Ranges(path, False, time.perf_counter() - start, peak)

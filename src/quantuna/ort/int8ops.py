@@ -26,7 +26,7 @@ import onnx
 INTEGER_OP_TYPES = frozenset({
     "QGemm", "QAttention", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
     "DynamicQuantizeLSTM", "MatMulNBits", "QEmbedLayerNormalization", "DynamicQuantizeLinear",
-    "MatMulIntegerToFloat",
+    "MatMulIntegerToFloat", "GatherBlockQuantized",  # weight-only int4/int8 (MatMulNBits above)
 })
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 

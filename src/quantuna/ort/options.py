@@ -26,6 +26,10 @@ def quantizer_extra_options(config: QuantConfig, *, subgraphs: bool = False) -> 
         options["ActivationSymmetric"] = bool(config.activation_symmetric)
     if config.approach == "dynamic" and subgraphs:
         options["EnableSubgraph"] = True
+    if config.graph_optimization:  # shape inference stops at the fused com.microsoft ops
+        import onnx
+
+        options["DefaultTensorType"] = onnx.TensorProto.FLOAT
     return options
 
 
@@ -110,3 +114,25 @@ def quantizable_op_types() -> list[str]:
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def weight_only_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[str, Any]:
+    """The keyword arguments of ``MatMulNBitsQuantizer`` for a weight-only ``config``.
+
+    ``RTN`` is the quantizer's ``DEFAULT`` algorithm (block-wise round to nearest, MatMulNBits,
+    QOperator); ``algo_config`` carries the same settings, as onnxruntime reads them from there.
+    """
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
+
+    assert config.approach == "weight_only" and config.algorithm == "RTN"
+    settings: dict[str, Any] = {
+        "bits": config.bits,
+        "block_size": config.block_size,
+        "is_symmetric": bool(config.weight_symmetric),
+        "accuracy_level": config.accuracy_level,
+        "quant_format": QuantFormat.QOperator,
+        "op_types_to_quantize": tuple(config.op_types),
+    }
+    return {**settings, "nodes_to_exclude": nodes_to_exclude,
+            "algo_config": DefaultWeightOnlyQuantConfig(**settings)}

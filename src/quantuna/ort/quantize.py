@@ -13,7 +13,9 @@ from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
 from quantuna.model import ModelInfo
 from quantuna.ort._capture import captured
+from quantuna.ort.fuse import fused_model
 from quantuna.ort.options import quantizer_kwargs, static_kwargs
+from quantuna.ort.weight_only import quantize_weight_only
 
 
 def nodes_to_exclude(config: QuantConfig, model: ModelInfo) -> list[str]:
@@ -35,7 +37,8 @@ def quantize(
         model: the fp32 model.
         config: the configuration; ``fp32`` copies the model unchanged.
         out: where the quantized model is written.
-        ranges: the tensor-range file of ``config``'s calibration setting (static only).
+        ranges: the tensor-range file of ``config``'s calibration setting (static only;
+            ``weight_only`` needs none).
 
     Raises:
         TrialError: onnxruntime rejected the configuration (the message says why).
@@ -48,13 +51,22 @@ def quantize(
         return out
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
-    common = quantizer_kwargs(config, nodes_to_exclude(config, model),
-                              subgraphs=model.has_subgraphs)
+    if config.graph_optimization:  # quantize the fused model (cached, keyed by the model's sha256)
+        try:
+            model = fused_model(model, config.graph_optimization)
+        except Exception as exc:
+            raise TrialError(f"onnxruntime's {config.graph_optimization} fusions failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    excluded = nodes_to_exclude(config, model)
+    common = ({} if config.approach == "weight_only"
+              else quantizer_kwargs(config, excluded, subgraphs=model.has_subgraphs))
     if config.approach == "static" and ranges is None:
         raise TrialError("static quantization needs calibrated ranges")
     try:
         with captured("quantize"):
-            if config.approach == "dynamic":
+            if config.approach == "weight_only":
+                quantize_weight_only(model.path, staged, config, excluded)
+            elif config.approach == "dynamic":
                 quantize_dynamic(model.path, staged, **common)
             else:
                 quantize_static(

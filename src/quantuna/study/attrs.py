@@ -41,6 +41,7 @@ MODEL_SHA256 = "model_sha256"
 MODEL_BYTES = "model_bytes"
 THROUGHPUT = "throughput"
 CALIBRATION_REUSED = "calibration_reused"
+CALIBRATION_PEAK_MIB = "calibration_peak_mib"  # resident-memory rise while calibrating (computed now)
 WEIGHTED_SCORE = "weighted_ratio_score"
 FAIL_REASON = "fail_reason"
 STOP_REASON = "stop_reason"

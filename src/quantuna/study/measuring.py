@@ -54,6 +54,8 @@ def quantize_config(session: Session, config: QuantConfig, seconds: dict[str, fl
         ranges = got.path
         seconds["calibrate"] = got.seconds
         record(attrs.CALIBRATION_REUSED, got.reused)
+        if got.peak_bytes is not None:
+            record(attrs.CALIBRATION_PEAK_MIB, round(got.peak_bytes / 2**20, 1))
     start = time.perf_counter()
     try:
         path = quantize(session.model, config, out or session.model_path_for(config), ranges=ranges)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from quantuna._util import check_own_dir, check_writable_dir
+from quantuna._util import check_own_dir, check_writable_dir, cut
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
 from quantuna.errors import SpecError
@@ -30,7 +30,9 @@ from quantuna.objective import (
     equal_weights,
     resolve_objective,
 )
+from quantuna.ort.calib_memory import check_fits, sample_shapes, tensor_bytes_per_sample
 from quantuna.ort.calibrate import RangeCache
+from quantuna.ort.fuse import fused_model
 from quantuna.ort.latency import Reference, Timing
 from quantuna.ort.measure import AccuracyTask, probe_metric
 from quantuna.ort.options import follower_op_types, quantizable_by_mode
@@ -192,14 +194,7 @@ def _prepare(spec: StudySpec, scratch: Path, *, mode: str | None,
     calib_batch, eval_batch = _check_feeds(spec, model, calibration_set, evaluation_set)
     if eval_func is None:
         _check_metric(spec, model, metric, evaluation_set, eval_batch)
-    space = SearchSpace(spec.space, model, len(calibration_set), quantizable=quantizable_by_mode(),
-                        followers=follower_op_types(), where=where)
-    too_big = [s for s in space.calibration_sizes if s > len(calibration_set)]
-    if too_big:
-        raise SpecError(
-            f"{where}: space.calibration_size: {too_big[0]} samples asked, the calibration data "
-            f"has {len(calibration_set)}"
-        )
+    space = _space(spec, model, calibration_set)
     instances, names = _objective_instances(spec.tuning.objective_names, objectives, where)
     hib = _directions(spec, names, instances, metric)
     preparation = _keep(spec, preparation)  # every check passed
@@ -227,6 +222,26 @@ def _prepare(spec: StudySpec, scratch: Path, *, mode: str | None,
     )
 
 
+def _space(spec: StudySpec, model: ModelInfo, calibration: Dataset) -> SearchSpace:
+    """The search space, checked against the calibration data (its size, the memory it takes)."""
+    where = spec.where
+    space = SearchSpace(spec.space, model, len(calibration), quantizable=quantizable_by_mode(),
+                        followers=follower_op_types(), where=where,
+                        fused=_fused_model(spec, model, where))
+    too_big = [s for s in space.calibration_sizes if s > len(calibration)]
+    if too_big:
+        raise SpecError(
+            f"{where}: space.calibration_size: {too_big[0]} samples asked, the calibration data "
+            f"has {len(calibration)}"
+        )
+    if "static" in spec.space.approach:  # onnxruntime's calibrators hold every sample's tensors
+        per_sample = tensor_bytes_per_sample(model.path, sorted(space.op_knobs),
+                                             sample_shapes(calibration.inputs))
+        check_fits(per_sample, [(m, n) for m in spec.space.calibrate_method
+                                for n in space.calibration_sizes], where=where)
+    return space
+
+
 def _model(spec: StudySpec) -> ModelInfo:
     """The spec's model, built on first use; a built file that is not ONNX is built again."""
     where = spec.where
@@ -240,6 +255,18 @@ def _model(spec: StudySpec) -> ModelInfo:
         spec.model.unlink(missing_ok=True)
         build_model(spec.model, spec.model_build, where=f"{where}: model.build")
         return inspect_model(spec.model, where=f"{where}: model")
+
+
+def _fused_model(spec: StudySpec, model: ModelInfo, where: str) -> ModelInfo | None:
+    """The model after onnxruntime's transformer fusions, when the space asks for them."""
+    kinds = [k for k in spec.space.graph_optimization if k != "none"]
+    if not kinds:
+        return None
+    try:
+        return fused_model(model, kinds[0])
+    except Exception as exc:  # noqa: BLE001  (onnxruntime's optimizer raises anything)
+        raise SpecError(f"{where}: space.graph_optimization: {kinds[0]}: onnxruntime's fusions "
+                        f"failed on this model: {type(exc).__name__}: {cut(str(exc))}") from None
 
 
 def _check_metric(spec: StudySpec, model: ModelInfo, metric: Metric, evaluation: Dataset,
