@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
@@ -196,8 +196,15 @@ class SpaceSection(_Strict):
     op_types: dict[str, list[Precision]] | None = None
     first_node_fp32: list[bool] = Field(default=[False], min_length=1)
     last_node_fp32: list[bool] = Field(default=[False], min_length=1)
-    exclude_sensitive_nodes: int = Field(default=0, ge=0)
+    exclude_sensitive_nodes: int | Literal["auto"] = 0
     sensitivity_samples: int = Field(default=256, gt=0)
+
+    @field_validator("exclude_sensitive_nodes", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError("must be auto or a whole number >= 0")
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

@@ -254,3 +254,14 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
     if bad:
         raise TrialError(f"objective values are not finite: {bad}")
     return Measurement(values=values, throughput=throughput, seconds=seconds)
+
+
+def measure_accuracy(path: Path, task: AccuracyTask) -> float:
+    """The accuracy pass alone (no timing, no objectives): what a fallback search compares with
+    the target. With ``task.target``, a hopeless evaluation stops early (:class:`HopelessTrial`).
+
+    Raises:
+        HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
+        TrialError: the model cannot run, or the metric is not a finite number.
+    """
+    return _accuracy_pass(path, task, ())

@@ -4,7 +4,9 @@ Ranking: how much quantizing each compute node *alone* hurts the accuracy metric
 per node: the study's default int8 config restricted to that node (every other compute node kept
 in fp32), evaluated on the first samples of the evaluation set and compared with the fp32 model on
 the same samples. The most sensitive nodes get an int8/fp32 knob each
-(``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first.
+(``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first; with ``auto``
+the shortest feasible prefix of the ranking decides K and starts the search
+(:mod:`quantuna.study.fallback`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from quantuna.errors import SpecError, TrialError
 from quantuna.ort.quantize import quantize
 from quantuna.ort.session import open_session, output_chunks
 from quantuna.study import attrs
+from quantuna.study.fallback import Fallback, find_fallback, knob_count
 from quantuna.study.session import Session
 
 logger = logging.getLogger(__name__)
@@ -85,13 +88,14 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
 
 def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
     """Rank the nodes once per study (kept in its user attrs); the session whose space gives the
-    top K a knob each (the same session when the spec asks for none)."""
+    top K a knob each (the same session when the spec asks for none). With ``auto``, K is the
+    shortest feasible prefix of the ranking (:mod:`quantuna.study.fallback`) plus its neighbours."""
     k = session.spec.space.exclude_sensitive_nodes
     if not k:
         return session
+    default = session.space.default_int8()
     ranking = study.user_attrs.get(attrs.SENSITIVITY)
     if ranking is None:
-        default = session.space.default_int8()
         if default is None:
             return session
         logger.info("ranking node sensitivity")
@@ -101,17 +105,37 @@ def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
             raise SpecError(f"{session.spec.where}: sensitivity ranking failed: {exc}") from None
         ranking = [r.to_dict() for r in ranked]
         study.set_user_attr(attrs.SENSITIVITY, ranking)
+    if k == "auto":
+        k = knob_count(_ensure_fallback(study, session, default, ranking), len(ranking))
     nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
     return replace(session, space=session.space.with_sensitive(nodes))
 
 
-def warm_start_configs(session: Session) -> list[QuantConfig]:
-    """The configs tried first: the default int8 config, then it with the most sensitive node
-    (and then all K sensitive nodes) in fp32, then fp32."""
+def _ensure_fallback(study: optuna.Study, session: Session, default: QuantConfig | None,
+                     ranking: list[dict[str, object]]) -> Fallback:
+    stored = study.user_attrs.get(attrs.FALLBACK)
+    if stored is not None:
+        return Fallback.from_dict(stored)
+    if default is None or attrs.BASELINE not in study.user_attrs:
+        return Fallback(0, ())
+    target = study.user_attrs[attrs.BASELINE]["accuracy_target"]
+    fallback = find_fallback(session, default, [str(r["node"]) for r in ranking], target)
+    study.set_user_attr(attrs.FALLBACK, fallback.to_dict())
+    return fallback
+
+
+def warm_start_configs(session: Session, fallback: Fallback | None = None) -> list[QuantConfig]:
+    """The configs tried first, then fp32. With a ``fallback`` (``auto``): the default int8 config
+    with the fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then
+    it with the most sensitive node (and then all K sensitive nodes) in fp32."""
     default = session.space.default_int8()
-    configs = [] if default is None else [default]
+    if default is None:
+        return [QuantConfig()]
+    if fallback is not None:
+        return [replace(default, exclude_nodes=fallback.nodes), QuantConfig()]
+    configs = [default]
     sensitive = [node for node, _ in session.space.sensitive]
-    if default is not None and sensitive:
+    if sensitive:
         configs.append(replace(default, exclude_nodes=(sensitive[0],)))
         if len(sensitive) > 1:
             configs.append(replace(default, exclude_nodes=tuple(sensitive)))
@@ -122,7 +146,9 @@ def enqueue_warm_start(study: optuna.Study, session: Session) -> None:
     """Enqueue the warm-start configs on a study that has no trial yet."""
     if study.trials:
         return
-    for config in warm_start_configs(session):
+    stored = study.user_attrs.get(attrs.FALLBACK)
+    fallback = Fallback.from_dict(stored) if stored is not None else None
+    for config in warm_start_configs(session, fallback):
         params = session.space.params_for(config)
         if params is not None:
             study.enqueue_trial(params, skip_if_exists=True)
