@@ -104,6 +104,10 @@ def test_auto_finds_the_broken_layers_and_starts_feasible(broken_dir: Path) -> N
     knobs = {name for name in first.params if name.startswith("node.")}
     assert knobs == {"node.fc1", "node.fc2", "node.fc3", "node.fc4"}  # prefix + 2 neighbours
     assert result.pareto  # a feasible int8 answer, no K guessed
+    ranking = result.study.user_attrs["sensitivity"]
+    keys = [(-r["loss"], -r["drift"]) for r in ranking]
+    assert keys == sorted(keys) and {r["node"] for r in ranking[:2]} == set(BROKEN)
+    assert all(r["drift"] > 0 for r in ranking)  # per-sample output drift orders metric ties
 
 
 def test_without_fallback_the_model_breaks_int8(broken_dir: Path) -> None:

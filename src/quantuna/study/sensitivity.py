@@ -33,26 +33,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NodeSensitivity:
-    """One node's accuracy loss when it alone is quantized (positive = worse)."""
+    """One node's accuracy loss when it alone is quantized (positive = worse), and how far its
+    outputs drift from fp32's (mean squared difference over fp32's variance): the per-sample
+    score that orders nodes whose metric loss ties (often 0 on a small subset)."""
 
     node: str
     op_type: str
     loss: float
+    drift: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """Plain types, for the study's user attrs."""
-        return {"node": self.node, "op_type": self.op_type, "loss": self.loss}
+        return {"node": self.node, "op_type": self.op_type, "loss": self.loss, "drift": self.drift}
 
 
-def _evaluate(path: Path, s: Session, samples: int) -> float:
+def _outputs(path: Path, s: Session, samples: int) -> np.ndarray:
     subset = s.evaluation.head(samples)
     session = open_session(path, s.spec.measure.accuracy_threads)
     chunks = output_chunks(session, subset, s.eval_batch_size, s.spec.accuracy.output)
-    return float(s.metric.fn(np.concatenate(list(chunks)), subset.labels))
+    return np.concatenate(list(chunks)).astype(np.float64)
 
 
 def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> list[NodeSensitivity]:
-    """Rank the compute nodes of ``config``'s op types, most sensitive first.
+    """Rank the compute nodes of ``config``'s op types, most sensitive first (metric loss, then
+    output drift).
 
     Args:
         session: the prepared :class:`~quantuna.study.session.Session`.
@@ -62,12 +66,15 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
     s = session
     model = s.model
     samples = min(samples, len(s.evaluation))
+    labels = s.evaluation.head(samples).labels
     higher = s.metric.higher_is_better
     graph = onnx.load(str(model.path), load_external_data=False).graph
     op_of = {n.name: n.op_type for n in graph.node}
     candidates = [n for n in model.compute_nodes if op_of[n] in config.op_types]
     with tempfile.TemporaryDirectory(prefix="quantuna-sensitivity-") as tmp:
-        reference = _evaluate(model.path, s, samples)
+        fp32 = _outputs(model.path, s, samples)
+        reference = float(s.metric.fn(fp32, labels))
+        scale = float(np.var(fp32)) or 1.0
         ranges = s.ranges.get(config).path if config.approach == "static" else None
         ranking = []
         for node in candidates:
@@ -76,13 +83,15 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
                              first_node_fp32=False, last_node_fp32=False)
             try:
                 path = quantize(model, single, Path(tmp) / "node.onnx", ranges=ranges)
-                value = _evaluate(path, s, samples)
+                outputs = _outputs(path, s, samples)
+                value = float(s.metric.fn(outputs, labels))
             except TrialError as exc:
                 logger.warning("sensitivity of %s not measured: %s", node, exc)
                 continue
             loss = reference - value if higher else value - reference
-            ranking.append(NodeSensitivity(node, op_of[node], float(loss)))
-    ranking.sort(key=lambda r: (-r.loss, candidates.index(r.node)))
+            drift = float(np.mean((outputs - fp32) ** 2)) / scale if outputs.shape == fp32.shape else 0.0
+            ranking.append(NodeSensitivity(node, op_of[node], float(loss), drift))
+    ranking.sort(key=lambda r: (-r.loss, -r.drift, candidates.index(r.node)))
     return ranking
 
 
