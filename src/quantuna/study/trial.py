@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import optuna
 
-from quantuna._compat import set_legacy_constraints
+from quantuna._compat import set_legacy_constraints, set_user_attrs
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
@@ -59,11 +59,8 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
                   seconds: dict[str, float], source: Any) -> NoReturn:
     """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
     set_constraint(trial, constraint)
-    trial.set_user_attr(attrs.STOP_REASON, reason)
-    trial.set_user_attr(attrs.CONSTRAINT, constraint)
-    trial.set_user_attr(attrs.FEASIBLE, False)
-    trial.set_user_attr(attrs.REUSED_FROM, source)
-    trial.set_user_attr(attrs.SECONDS, seconds)
+    set_user_attrs(trial, {attrs.STOP_REASON: reason, attrs.CONSTRAINT: constraint,
+                           attrs.FEASIBLE: False, attrs.REUSED_FROM: source, attrs.SECONDS: seconds})
     raise optuna.TrialPruned(reason)
 
 
@@ -121,12 +118,14 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         values, reused = _values_of(study, trial, session, config, seconds, target, base_values)
         constraint = accuracy_constraint(values["accuracy"], target, session.metric.higher_is_better)
         set_constraint(trial, constraint)
-        trial.set_user_attr(attrs.VALUES, values)
-        trial.set_user_attr(attrs.RELATIVE, {k: _ratio(v, base_values.get(k)) for k, v in values.items()})
-        trial.set_user_attr(attrs.CONSTRAINT, constraint)
-        trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
-        trial.set_user_attr(attrs.REUSED_FROM, reused)
-        trial.set_user_attr(attrs.SECONDS, seconds)
+        set_user_attrs(trial, {  # one transaction
+            attrs.VALUES: values,
+            attrs.RELATIVE: {k: _ratio(v, base_values.get(k)) for k, v in values.items()},
+            attrs.CONSTRAINT: constraint,
+            attrs.FEASIBLE: constraint <= 0,
+            attrs.REUSED_FROM: reused,
+            attrs.SECONDS: seconds,
+        })
         model_file = session.model_path_for(config)
         saved = model_file if session.spec.study.save_models and model_file.is_file() else None
         upload_trial_artifacts(trial, config.to_yaml(), saved, session.spec)
@@ -136,11 +135,8 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
 
 
 def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, str]) -> None:
-    trial.set_user_attr(attrs.CONFIG, config.to_dict())
-    trial.set_user_attr(attrs.CONFIG_KEY, config.key())
-    trial.set_user_attr(attrs.SUMMARY, config.summary())
-    for name, value in facts.items():
-        trial.set_user_attr(name, value)
+    set_user_attrs(trial, {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
+                           attrs.SUMMARY: config.summary(), **facts})  # one transaction
 
 
 def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
