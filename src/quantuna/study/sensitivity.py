@@ -133,31 +133,70 @@ def _ensure_fallback(study: optuna.Study, session: Session, default: QuantConfig
     return fallback
 
 
-def warm_start_configs(session: Session, fallback: Fallback | None = None) -> list[QuantConfig]:
-    """The configs tried first, then fp32. With a ``fallback`` (``auto``): the default int8 config
-    with the fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then
-    it with the most sensitive node (and then all K sensitive nodes) in fp32."""
+def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
+                       spread: bool = False) -> list[QuantConfig]:
+    """The configs tried first. With a ``fallback`` (``auto``): the default int8 config with the
+    fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then it with
+    the most sensitive node (and then all K sensitive nodes) in fp32. Then fp32, then (with
+    ``spread``) :func:`spread_configs`."""
     default = session.space.default_int8()
     if default is None:
         return [QuantConfig()]
     if fallback is not None:
-        return [replace(default, exclude_nodes=fallback.nodes), QuantConfig()]
+        first = replace(default, exclude_nodes=fallback.nodes)
+        return [first, QuantConfig(), *(spread_configs(session, first) if spread else [])]
     configs = [default]
     sensitive = [node for node, _ in session.space.sensitive]
     if sensitive:
         configs.append(replace(default, exclude_nodes=(sensitive[0],)))
         if len(sensitive) > 1:
             configs.append(replace(default, exclude_nodes=tuple(sensitive)))
-    return configs + [QuantConfig()]
+    return configs + [QuantConfig(), *(spread_configs(session, default) if spread else [])]
 
 
-def enqueue_warm_start(study: optuna.Study, session: Session) -> None:
-    """Enqueue the warm-start configs on a study that has no trial yet."""
+def spread_configs(session: Session, start: QuantConfig) -> list[QuantConfig]:
+    """``start`` with an outlier-resistant calibration (the space's lowest ``Percentile``, else
+    ``Entropy``), then with one op type alone int8 for each op type with a knob: the points a
+    search otherwise finds late (bad calibration data; fronts whose ends quantize one op type).
+    Configs outside the space are skipped when enqueued."""
+    space = session.spec.space
+    configs = []
+    if start.approach == "static" and start.calibrate_method == "MinMax":
+        if "Percentile" in space.calibrate_method:
+            configs.append(replace(start, calibrate_method="Percentile", percentile=min(space.percentile)))
+        elif "Entropy" in space.calibrate_method:
+            configs.append(replace(start, calibrate_method="Entropy"))
+    knobs = [op for op, values in session.space.op_knobs.items() if "fp32" in values]
+    if len(start.op_types) > 1:
+        op_of = dict(session.space.sensitive)
+        for op in knobs:
+            if op in start.op_types:
+                excluded = tuple(n for n in start.exclude_nodes if op_of.get(n) == op)
+                configs.append(replace(start, op_types=(op,), exclude_nodes=excluded))
+    return configs
+
+
+SPREAD_BUDGET = 10  # studies of at least this many trials also start with spread_configs
+
+
+def enqueue_warm_start(study: optuna.Study, session: Session, budget: int | None = None) -> None:
+    """Enqueue the warm-start configs on a study that has no trial yet (the space is enumerated
+    once for all of them). With a ``budget`` of at least :data:`SPREAD_BUDGET` trials, the
+    :func:`spread_configs` follow; never more configs than the budget (no trial left waiting)."""
     if study.trials:
         return
     stored = study.user_attrs.get(attrs.FALLBACK)
     fallback = Fallback.from_dict(stored) if stored is not None else None
-    for config in warm_start_configs(session, fallback):
-        params = session.space.params_for(config)
-        if params is not None:
-            study.enqueue_trial(params, skip_if_exists=True)
+    spread = budget is not None and budget >= SPREAD_BUDGET
+    wanted = list(dict.fromkeys(warm_start_configs(session, fallback, spread=spread)))
+    if spread:
+        wanted = wanted[:budget]
+    found: dict[QuantConfig, dict[str, object]] = {}
+    for params, config in session.space.enumerate():
+        if config in wanted and config not in found:
+            found[config] = params
+            if len(found) == len(wanted):
+                break
+    for config in wanted:
+        if config in found:
+            study.enqueue_trial(found[config], skip_if_exists=True)
