@@ -134,3 +134,37 @@ def test_shortest_feasible_prefix_bisects(answer: int) -> None:
     assert shortest_feasible_prefix(20, feasible) == answer
     assert len(asked) == len(set(asked)) and 20 not in asked  # never twice, the whole never
     assert len(asked) <= 2 * 5 + 2  # about 2 log2(20) + 2
+
+
+def test_workers_starting_together_rank_and_bisect_once(broken_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import optuna
+
+    import quantuna.study.sensitivity as sensitivity
+    from quantuna.spec import load_spec
+    from quantuna.study.baseline import ensure_baseline
+    from quantuna.study.session import prepare
+
+    spec = load_spec(write_spec(broken_dir, broken_spec("auto")))
+    session = prepare(spec)
+    study = optuna.create_study(storage=spec.storage, study_name="together",
+                                directions=session.directions)
+    ensure_baseline(study, session)
+    calls: list[str] = []
+    rank, bisect = sensitivity.rank_nodes, sensitivity.find_fallback
+    monkeypatch.setattr(sensitivity, "rank_nodes", lambda *a, **k: calls.append("rank") or rank(*a, **k))
+    monkeypatch.setattr(sensitivity, "find_fallback", lambda *a: calls.append("bisect") or bisect(*a))
+    spaces: list[object] = []
+
+    def worker() -> None:
+        mine = optuna.load_study(study_name="together", storage=spec.storage)
+        spaces.append(sensitivity.ensure_sensitivity(mine, session).space.sensitive)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == ["bisect", "rank"]  # one worker did the work, the other read it
+    assert len(spaces) == 2 and spaces[0] == spaces[1]

@@ -26,6 +26,7 @@ from quantuna.ort.quantize import quantize
 from quantuna.ort.session import open_session, output_chunks
 from quantuna.study import attrs
 from quantuna.study.fallback import Fallback, find_fallback, knob_count
+from quantuna.study.mutex import StudyMutex
 from quantuna.study.session import Session
 
 logger = logging.getLogger(__name__)
@@ -98,15 +99,38 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
 def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
     """Rank the nodes once per study (kept in its user attrs); the session whose space gives the
     top K a knob each (the same session when the spec asks for none). With ``auto``, K is the
-    shortest feasible prefix of the ranking (:mod:`quantuna.study.fallback`) plus its neighbours."""
+    shortest feasible prefix of the ranking (:mod:`quantuna.study.fallback`) plus its neighbours.
+    Workers that start together take the study's ``sensitivity`` mutex: one ranks, the others
+    read what it stored."""
     k = session.spec.space.exclude_sensitive_nodes
     if not k:
         return session
     default = session.space.default_int8()
+    wanted = [attrs.SENSITIVITY] + ([attrs.FALLBACK] if k == "auto" else [])
+
+    def done() -> bool:
+        return all(key in study.user_attrs for key in wanted)
+
+    if default is not None and not done():
+        mutex = StudyMutex(study, attrs.SENSITIVITY)
+        if mutex.acquire(give_up=done):
+            try:
+                _store_ranking(study, session, default, k == "auto")
+            finally:
+                mutex.release()
     ranking = study.user_attrs.get(attrs.SENSITIVITY)
     if ranking is None:
-        if default is None:
-            return session
+        return session
+    if k == "auto":
+        stored = study.user_attrs.get(attrs.FALLBACK)
+        k = knob_count(Fallback.from_dict(stored) if stored else Fallback(0, ()), len(ranking))
+    nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
+    return replace(session, space=session.space.with_sensitive(nodes))
+
+
+def _store_ranking(study: optuna.Study, session: Session, default: QuantConfig, auto: bool) -> None:
+    ranking = study.user_attrs.get(attrs.SENSITIVITY)
+    if ranking is None:
         logger.info("ranking node sensitivity")
         try:
             ranked = rank_nodes(session, default, samples=session.spec.space.sensitivity_samples)
@@ -114,10 +138,8 @@ def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
             raise SpecError(f"{session.spec.where}: sensitivity ranking failed: {exc}") from None
         ranking = [r.to_dict() for r in ranked]
         study.set_user_attr(attrs.SENSITIVITY, ranking)
-    if k == "auto":
-        k = knob_count(_ensure_fallback(study, session, default, ranking), len(ranking))
-    nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
-    return replace(session, space=session.space.with_sensitive(nodes))
+    if auto:
+        _ensure_fallback(study, session, default, ranking)
 
 
 def _ensure_fallback(study: optuna.Study, session: Session, default: QuantConfig | None,
