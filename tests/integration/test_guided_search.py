@@ -43,6 +43,8 @@ def test_hopeless_trials_stop_after_the_first_batch_and_are_infeasible(tiny_dir:
         assert "first 10 of 60 samples" in trial.user_attrs["stop_reason"]
         assert trial.constraints["accuracy"] > 0 and trial.user_attrs["feasible"] is False
         assert "timing" not in trial.user_attrs["seconds"]  # the latency loop never ran
+        if trial.user_attrs["reused_measurement_from"] is None:  # the partial evaluation counts
+            assert trial.user_attrs["seconds"]["evaluate"] > 0
     assert count_spent(result.study) == 5
 
 

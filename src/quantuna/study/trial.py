@@ -193,8 +193,12 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
     seconds["quantize"] = time.perf_counter() - start
     record(attrs.MODEL_SHA256, sha256_file(path))
     record(attrs.MODEL_BYTES, path.stat().st_size)
+    start = time.perf_counter()
     try:
         m = measure_model(session, path, target, on_progress)
+    except TrialError:  # stopped early or failed: the evaluation it ran still counts
+        seconds["evaluate"] = time.perf_counter() - start
+        raise
     finally:
         if not session.spec.study.save_models:
             path.unlink(missing_ok=True)
