@@ -9,8 +9,9 @@ spends a trial of the budget. This wrapper draws each trial's whole configuratio
 trial of the study already has, the trial takes the unused config nearest to it (fewest knobs
 changed; ties drawn with the seed) instead of asking the base sampler again (re-running TPE in a
 loop cost more than the digits measurements did). The space's distinct configs are enumerated
-once per space. Only when the space is exhausted does a trial repeat a config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
-params, attrs and samplers' histories stay plain Optuna.
+once per space. Only when the space is exhausted does a trial repeat a config. The trial's
+``suggest_categorical`` calls then return the drawn values, so the study's params, attrs and
+samplers' histories stay plain Optuna.
 
 :func:`make_sampler` builds the sampler a spec names (one of Optuna's, or a class of your own:
 :func:`user_sampler`), wrapped; :class:`WorkerSampler` seeds each worker's copy differently.
