@@ -4,7 +4,10 @@
   ``_stop_flag``), and the RDB storage behind Optuna's cache (``_CachedStorage._backend``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
-- :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``.
+- :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``;
+- :func:`set_user_attrs`: several trial user attrs in one RDB transaction
+  (``optuna.storages._rdb.storage._create_scoped_session``,
+  ``RDBStorage._set_trial_attr_without_commit``, ``Trial._cached_frozen_trial``).
 
 Each function here has a test in ``tests/unit/test_compat.py`` that fails loudly (never a silent
 no-op) when a new release moves or renames what it reaches for; ``pyproject.toml`` pins the upper
@@ -33,6 +36,7 @@ __all__ = [
     "experimental_quiet",
     "feasible_best_trials",
     "set_legacy_constraints",
+    "set_user_attrs",
     "stop_requested",
     "storage_url",
     "study_id",
@@ -77,6 +81,29 @@ def set_legacy_constraints(trial: optuna.Trial, values: list[float]) -> None:
     timeline and infeasible filter read only this legacy list.
     """
     study_storage(trial.study).set_trial_system_attr(trial_id(trial), "constraints", values)
+
+
+def set_user_attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for each item, in one storage transaction when the study's storage
+    is an ``RDBStorage`` (one commit instead of one per attr: each is a disk sync or a network
+    round trip); other storages get one call per attr. The names stay flat, as the dashboard
+    shows them."""
+    if not values:
+        return
+    storage = study_storage(trial.study)
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        for key, value in values.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in values.items():
+            backend._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(values)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
@@ -158,7 +158,7 @@ class SpaceSection(_Strict):
     op_types: dict[str, list[Precision]] | None = None
     first_node_fp32: list[bool] = Field(default=[False], min_length=1)
     last_node_fp32: list[bool] = Field(default=[False], min_length=1)
-    exclude_sensitive_nodes: int = Field(default=0, ge=0)
+    exclude_sensitive_nodes: int | Literal["auto"] = 0
     sensitivity_samples: int = Field(default=256, gt=0)
     # weight_only (onnxruntime's MatMulNBits quantizer): asked only when the approach is weight_only
     bits: list[Literal[4, 8]] = Field(default=[4], min_length=1)
@@ -166,6 +166,13 @@ class SpaceSection(_Strict):
     accuracy_level: list[Literal[0, 1, 2, 3, 4]] = Field(default=[0], min_length=1)
     algorithm: list[Literal["RTN"]] = Field(default=["RTN"], min_length=1)
     graph_optimization: list[Literal["none", "bert"]] = Field(default=["none"], min_length=1)
+
+    @field_validator("exclude_sensitive_nodes", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError("must be auto or a whole number >= 0")
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

@@ -15,7 +15,10 @@ run twice:
 The two loops alternate over ``--rounds`` rounds (quantuna first, then raw first, ...); the
 overhead is mean quantuna trial time / mean raw trial time - 1, per round, and its median.
 
-    python studies/benchmarks/overhead.py [--study digits|resnet|both] [--rounds 2]
+Then the trial phase of a real search against the sum of its measured steps (``--phase-trials``
+trials per study, ``--phase-only`` for this figure alone).
+
+    python studies/benchmarks/overhead.py [--study digits|resnet|both] [--rounds 2] [--phase-only]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import _common as C  # noqa: E402
 
 CONFIGS = {"digits": 12, "resnet": 6}
 FIXED_COST = (  # from a cProfile run, not measured by this script
-    "On digits the real work of a trial takes about 0.2 s, so quantuna's fixed cost per trial dominates: under cProfile (12 digits trials, SQLite) it was about 0.25 s, mostly the trial's ~15 user-attr writes (each its own SQLite transaction, 0.08 s), the measurement claim (0.06 s) and the suggest calls (0.06 s). On the ResNet-like model it is within the noise."
+    "On digits the real work of a trial takes about 0.2 s, so quantuna's fixed cost per trial dominates: under cProfile (12 digits trials, SQLite) it was about 0.25 s before issue 17, mostly the trial's ~15 user-attr writes (each its own SQLite transaction, 0.08 s), the measurement claim (0.06 s) and the suggest calls (0.06 s); since then SQLite runs in WAL mode, the attrs go in three transactions and the sampler asks TPE once per trial (see 1b). On the ResNet-like model it is within the noise."
 )
 SPECS = {"digits": C.DIGITS_SPEC, "resnet": C.RESNET_SPEC}
 
@@ -185,10 +188,43 @@ def measure_study(which: str, rounds: int) -> dict[str, Any]:
             "overhead": C.median(per_round), "per_round": per_round}
 
 
+# --- trial phase / measured steps ------------------------------------------------------------
+
+
+def phase_ratio(which: str, trials: int, work: Path) -> tuple[float, float]:
+    """One real search (the spec's sampler, warm start, criterion): the wall time of its trial
+    phase (first trial start to last trial end, sampler, storage and attrs included) and the sum
+    of its trials' measured steps (their ``seconds``: calibrate, quantize, evaluate, timing)."""
+    import quantuna
+
+    spec = C.bench_spec(SPECS[which], work, full_work=False)
+    clock = C.Clock()
+    result = quantuna.tune(spec, n_trials=trials, on_ready=clock.start, callbacks=[clock])
+    measured = sum(sum(t.user_attrs.get("seconds", {}).values()) for t in result.study.trials)
+    return sum(clock.durations), measured
+
+
+def measure_phase(which: str, trials: int, rounds: int) -> dict[str, Any]:
+    ratios, phases, measured = [], [], []
+    with C.scratch(f"phase-{which}-") as tmp:
+        for r in range(rounds):
+            phase, steps = phase_ratio(which, trials, tmp / f"round-{r}")
+            ratios.append(phase / steps)
+            phases.append(phase)
+            measured.append(steps)
+            C.say(f"  {which} round {r + 1}: trial phase {phase:.2f} s, measured steps {steps:.2f} s, "
+                  f"ratio {phase / steps:.2f}")
+    return {"ratio": C.median(ratios), "ratios": ratios, "phase": C.median(phases),
+            "measured": C.median(measured), "trials": trials, "rounds": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", choices=["digits", "resnet", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--phase-trials", type=int, nargs=2, default=[30, 8], metavar=("DIGITS", "RESNET"),
+                        help="trials of the trial-phase / measured-steps search per study")
+    parser.add_argument("--phase-only", action="store_true", help="only the trial-phase ratio")
     args = parser.parse_args()
     C.quiet()
     # import everything either side uses once, so that neither pays the imports in its trials
@@ -198,6 +234,17 @@ def main() -> None:
     import quantuna.study.run  # noqa: F401
 
     which = ["digits", "resnet"] if args.study == "both" else [args.study]
+    phase_rows = []
+    for name in which:
+        trials = args.phase_trials[0 if name == "digits" else 1]
+        p = measure_phase(name, trials, args.rounds)
+        C.say(f"trial phase {name}: {p['ratio']:.2f}x the measured steps (median of {p['rounds']} "
+              f"rounds of {trials} trials: {', '.join(f'{x:.2f}' for x in p['ratios'])})")
+        target = "<= 1.25x" if name == "digits" else "<= 1.05x"
+        phase_rows.append([SPECS[name].name, trials, p["rounds"], f"{p['phase']:.2f}", f"{p['measured']:.2f}",
+                           f"**{p['ratio']:.2f}x** ({', '.join(f'{x:.2f}' for x in p['ratios'])})", target])
+    if args.phase_only:
+        return
     rows = []
     for name in which:
         r = measure_study(name, args.rounds)
@@ -216,6 +263,13 @@ def main() -> None:
         "median over rounds (per-round values in brackets). "
         f"{FIXED_COST}\n\n"
         + C.table(["study", "configs", "rounds", "quantuna s/trial", "raw s/trial", "overhead", "target"], rows)
+        + "\n\nTrial phase / measured steps: one real search per round (the spec's sampler, warm start "
+        "and accuracy criterion; SQLite), the wall time from the first trial's start to the last "
+        "trial's end divided by the sum of the trials' measured steps (their `seconds` attr: "
+        "calibrate, quantize, evaluate, timing); median over rounds. What is left is Optuna "
+        "(sampler, storage), attrs, the measurement claim and artifacts.\n\n"
+        + C.table(["study", "trials", "rounds", "trial phase s", "measured s", "phase / measured",
+                   "target"], phase_rows)
     )
     if args.study == "both":
         C.update_results("overhead", "1. Overhead per trial vs raw onnxruntime", body)

@@ -47,6 +47,8 @@ def test_hopeless_trials_stop_before_the_end_and_are_infeasible(tiny_dir: Path) 
         assert "of 60 samples" in reason and "first 60 " not in reason  # before the end
         assert trial.constraints["accuracy"] > 0 and trial.user_attrs["feasible"] is False
         assert "timing" not in trial.user_attrs["seconds"]  # the latency loop never ran
+        if trial.user_attrs["reused_measurement_from"] is None:  # the partial evaluation counts
+            assert trial.user_attrs["seconds"]["evaluate"] > 0
     assert count_spent(result.study) == 5
 
 

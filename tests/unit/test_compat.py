@@ -113,3 +113,18 @@ def test_feasible_best_trial_of_a_single_objective_study() -> None:
     study.optimize(objective, n_trials=3)
     _compat.feasible_best_trials(storage)
     assert storage.get_best_trial(_compat.study_id(study)).number == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_set_user_attrs_writes_every_attr_once_per_trial(tmp_path: Any, kind: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    _compat.set_user_attrs(trial, {"config_key": "k", "values": {"accuracy": 0.5}, "feasible": True})
+    _compat.set_user_attrs(trial, {"feasible": False})  # an existing attr is replaced
+    want = {"config_key": "k", "values": {"accuracy": 0.5}, "feasible": False}
+    assert trial.user_attrs == want  # the live trial sees them, as set_user_attr gives
+    assert study.get_trials()[0].user_attrs == want  # and so does the storage
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):  # a finished trial is not updatable, as with set_user_attr
+        _compat.set_user_attrs(trial, {"late": 1})

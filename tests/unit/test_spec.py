@@ -238,3 +238,18 @@ def test_every_quantuna_error_is_one_bounded_line() -> None:
     assert len(str(error)) <= MAX_MESSAGE and "\n" not in str(error)
     assert str(error).startswith("data.calibration") and str(error).endswith("(fix: ...)")
     assert str(TrialError("short")) == "short"
+
+
+@pytest.mark.parametrize("value", ["auto", 0, 3])
+def test_exclude_sensitive_nodes_is_auto_or_a_count(tiny_dir: Path, value: object) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["space"]["exclude_sensitive_nodes"] = value
+    assert load_spec(write_spec(tiny_dir, spec)).space.exclude_sensitive_nodes == value
+
+
+@pytest.mark.parametrize("value", ["many", -1, True])
+def test_exclude_sensitive_nodes_refuses_other_values(tiny_dir: Path, value: object) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["space"]["exclude_sensitive_nodes"] = value
+    with pytest.raises(SpecError, match=r"space\.exclude_sensitive_nodes"):
+        load_spec(write_spec(tiny_dir, spec))

@@ -66,7 +66,11 @@ def _print_space(session: Any) -> None:
         if len(values) > 1:
             print(f"  {knob:22s} {values}")
     k = spec.space.exclude_sensitive_nodes
-    if k:
+    if k == "auto":
+        print("  + an int8/fp32 knob for each node of the shortest ranked prefix that meets the target "
+              f"and the next 2 (ranked when the study starts, {spec.space.sensitivity_samples} "
+              "samples per node)")
+    elif k:
         print(f"  + an int8/fp32 knob for each of the {k} most sensitive nodes (ranked when the study "
               f"starts, {spec.space.sensitivity_samples} samples per node)")
     configs = session.space.distinct_configs()

@@ -292,3 +292,14 @@ def retime(paths: Sequence[Path], batch: dict[str, np.ndarray], settings: Measur
         except Exception as exc:
             raise TrialError(f"confirm timing failed: {type(exc).__name__}: {exc}") from exc
     return [latency_stats(model, timed[0]) for model in timed[1:]], waited
+
+
+def measure_accuracy(path: Path, task: AccuracyTask) -> float:
+    """The accuracy pass alone (no timing, no objectives): what a fallback search compares with
+    the target. With ``task.target``, a hopeless evaluation stops early (:class:`HopelessTrial`).
+
+    Raises:
+        HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
+        TrialError: the model cannot run, or the metric is not a finite number.
+    """
+    return _accuracy_pass(path, task, ())

@@ -15,6 +15,7 @@ from typing import Any
 # study user attrs
 BASELINE = "baseline"  # the fp32 measurement: values, throughput, accuracy_target, host, cpu
 SENSITIVITY = "sensitivity"  # the node ranking: [{node, op_type, loss}]
+FALLBACK = "fallback"  # exclude_sensitive_nodes: auto: {prefix, nodes, evaluations}
 SETUP = "quantuna"  # how the study was made: mode, objectives, higher_is_better
 SPEC_PATH = "spec"  # the spec file the study was made from (load_results(study) reads it)
 CONFIRMED = "confirmed"  # the confirm phase: fp32 and each front trial re-timed together

@@ -90,7 +90,12 @@ def measure_file(session: Session, path: Path, seconds: dict[str, float], record
 
     With ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass.
     """
-    m = measure_model(session, path, target, on_progress)
+    start = time.perf_counter()
+    try:
+        m = measure_model(session, path, target, on_progress)
+    except TrialError:  # stopped early or failed: the evaluation it ran still counts
+        seconds["evaluate"] = time.perf_counter() - start
+        raise
     seconds.update(m.seconds)
     if m.throughput is not None:
         record(attrs.THROUGHPUT, m.throughput)

@@ -165,7 +165,7 @@ def run_study(
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
     remaining = max(0, budget - count_spent(study))
-    enqueue_warm_start(study, session)
+    enqueue_warm_start(study, session, remaining)
     if on_ready is not None:
         on_ready(study, remaining)
     if remaining:

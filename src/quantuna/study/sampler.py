@@ -5,12 +5,14 @@ Samplers repeat points of categorical spaces (TPE gave 63-139 distinct configs i
 the digits space). A repeat costs no measurement (the trial reuses the first one's values) but it
 spends a trial of the budget. This wrapper draws each trial's whole configuration at its first
 ``suggest``: the base sampler proposes (its multivariate ``sample_relative`` first, then
-``sample_independent`` for the knobs it left), and while the proposal is a config some other
-trial of the study already has, it proposes again, up to ``attempts`` times; after that it takes
-an unused config of the space at random; configs of a setting that failed for this model
-(:mod:`quantuna.study.failures`) count as used. Only when the space is exhausted does a trial repeat a
-config. The trial's ``suggest_categorical`` calls then return the drawn values, so the study's
-params, attrs and samplers' histories stay plain Optuna.
+``sample_independent`` for the knobs it left), once; when the proposal is a config some other
+trial of the study already has, the trial takes the unused config nearest to it (fewest knobs
+changed; ties drawn with the seed) instead of asking the base sampler again (re-running TPE in a
+loop cost more than the digits measurements did). The space's distinct configs are enumerated
+once per space; configs of a setting that failed for this model (:mod:`quantuna.study.failures`)
+count as used. Only when the space is exhausted does a trial repeat a config. The trial's
+``suggest_categorical`` calls then return the drawn values, so the study's params, attrs and
+samplers' histories stay plain Optuna.
 
 :func:`make_sampler` builds the sampler a spec names (one of Optuna's, or a class of your own:
 :func:`user_sampler`), wrapped; :class:`WorkerSampler` seeds each worker's copy differently.
@@ -39,7 +41,8 @@ from quantuna.spec_sampler import SamplerClass
 from quantuna.study import attrs
 from quantuna.study.failures import failed_settings, is_blocked
 
-DEFAULT_ATTEMPTS = 12
+DEFAULT_ATTEMPTS = 1  # proposals asked of the base sampler before moving to the nearest unused config
+_MISSING = object()
 
 
 class DistinctSampler(BaseSampler):
@@ -50,8 +53,8 @@ class DistinctSampler(BaseSampler):
         base: the sampler that proposes (TPE, random, NSGA-II, GP, one of your own...).
         space: the study's search space, or a function that returns it (read at each trial, so
             :class:`quantuna.StudyObjective` can pass the space it has after ``prepare``).
-        seed: seeds the fallback draw among unused configs.
-        attempts: proposals asked of ``base`` before the fallback.
+        seed: seeds the draw among equally near unused configs.
+        attempts: proposals asked of ``base`` before moving to the nearest unused config.
         prefix: the prefix of quantuna's param names, for a joint search where
             :func:`quantuna.suggest_config` names them ``<prefix><knob>``; your own params go to
             ``base`` untouched.
@@ -79,6 +82,7 @@ class DistinctSampler(BaseSampler):
         self._rng = random.Random(seed)
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
+        self._distinct: tuple[SearchSpace, list[tuple[str, tuple[dict[str, Any], QuantConfig]]]] | None = None
 
     # --- the proposal ----------------------------------------------------------------------
 
@@ -108,6 +112,18 @@ class DistinctSampler(BaseSampler):
 
         return params, self._space_of().build(choose)
 
+    def _unused(self, taken: set[str], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The params of every distinct config of the space no trial has and no failed setting
+        blocks (the space is enumerated once per space, not once per trial)."""
+        space = self._space_of()
+        if self._distinct is None or self._distinct[0] is not space:
+            seen: dict[str, tuple[dict[str, Any], QuantConfig]] = {}
+            for params, config in space.enumerate():
+                seen.setdefault(config.key(), (params, config))
+            self._distinct = (space, list(seen.items()))
+        return [params for key, (params, config) in self._distinct[1]
+                if key not in taken and not is_blocked(config, failed)]
+
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
         failed = failed_settings(study)  # settings that fail for this model, by any worker
@@ -120,13 +136,24 @@ class DistinctSampler(BaseSampler):
             params, config = self._propose(study, trial)
             if usable(config):
                 return params
-        space = self._space_of()
-        unused = [p for p, config in space.enumerate() if usable(config)]
+        unused = self._unused(taken, failed)
         if not unused:  # the space is exhausted: the trial repeats a config (and reuses it)
-            repeats = [{self._prefix + k: v for k, v in p.items()}
-                       for p, config in space.enumerate() if not is_blocked(config, failed)]
+            repeats = [{self._prefix + k: v for k, v in p.items()} for p in self._unused(set(), failed)]
             return params if not repeats or params in repeats else dict(self._rng.choice(repeats))
-        return {self._prefix + k: v for k, v in self._rng.choice(unused).items()}
+        proposal = {k[len(self._prefix):]: v for k, v in params.items()}
+        return {self._prefix + k: v for k, v in self._nearest(proposal, unused).items()}
+
+    def _nearest(self, proposal: dict[str, Any], unused: list[dict[str, Any]]) -> dict[str, Any]:
+        """The unused config whose params differ from the proposal's in the fewest knobs (ties
+        drawn with the seeded generator): the base sampler's choice, moved as little as needed."""
+
+        def distance(params: dict[str, Any]) -> int:
+            return sum(proposal.get(k, _MISSING) != v for k, v in params.items()) + sum(
+                k not in params for k in proposal)
+
+        distances = [distance(p) for p in unused]
+        best = min(distances)
+        return self._rng.choice([p for p, d in zip(unused, distances) if d == best])
 
     # --- BaseSampler ---------------------------------------------------------------------------
 
@@ -178,7 +205,7 @@ def make_sampler(
     """
     if space is not None and name != "grid":
         base = make_sampler(name, seed)
-        return DistinctSampler(base, space, seed, attempts=2 if name == "gp" else DEFAULT_ATTEMPTS)
+        return DistinctSampler(base, space, seed)
     if isinstance(name, SamplerClass):
         return user_sampler(name, seed)
     if name in ("auto", "tpe"):

@@ -4,7 +4,9 @@ Ranking: how much quantizing each compute node *alone* hurts the accuracy metric
 per node: the study's default int8 config restricted to that node (every other compute node kept
 in fp32), evaluated on the first samples of the evaluation set and compared with the fp32 model on
 the same samples. The most sensitive nodes get an int8/fp32 knob each
-(``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first.
+(``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first; with ``auto``
+the shortest feasible prefix of the ranking decides K and starts the search
+(:mod:`quantuna.study.fallback`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from quantuna.errors import SpecError, TrialError
 from quantuna.ort.quantize import quantize
 from quantuna.ort.session import open_session, output_chunks
 from quantuna.study import attrs
+from quantuna.study.fallback import Fallback, find_fallback, knob_count
+from quantuna.study.mutex import StudyMutex
 from quantuna.study.session import Session
 
 logger = logging.getLogger(__name__)
@@ -30,26 +34,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NodeSensitivity:
-    """One node's accuracy loss when it alone is quantized (positive = worse)."""
+    """One node's accuracy loss when it alone is quantized (positive = worse), and how far its
+    outputs drift from fp32's (mean squared difference over fp32's variance): the per-sample
+    score that orders nodes whose metric loss ties (often 0 on a small subset)."""
 
     node: str
     op_type: str
     loss: float
+    drift: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """Plain types, for the study's user attrs."""
-        return {"node": self.node, "op_type": self.op_type, "loss": self.loss}
+        return {"node": self.node, "op_type": self.op_type, "loss": self.loss, "drift": self.drift}
 
 
-def _evaluate(path: Path, s: Session, samples: int) -> float:
+def _outputs(path: Path, s: Session, samples: int) -> np.ndarray:
     subset = s.evaluation.head(samples)
     session = open_session(path, s.spec.measure.accuracy_threads)
     chunks = output_chunks(session, subset, s.eval_batch_size, s.spec.accuracy.output)
-    return float(s.metric.fn(np.concatenate(list(chunks)), subset.labels))
+    return np.concatenate(list(chunks)).astype(np.float64)
 
 
 def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> list[NodeSensitivity]:
-    """Rank the compute nodes of ``config``'s op types, most sensitive first.
+    """Rank the compute nodes of ``config``'s op types, most sensitive first (metric loss, then
+    output drift).
 
     Args:
         session: the prepared :class:`~quantuna.study.session.Session`.
@@ -59,12 +67,15 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
     s = session
     model = s.model
     samples = min(samples, len(s.evaluation))
+    labels = s.evaluation.head(samples).labels
     higher = s.metric.higher_is_better
     graph = onnx.load(str(model.path), load_external_data=False).graph
     op_of = {n.name: n.op_type for n in graph.node}
     candidates = [n for n in model.compute_nodes if op_of[n] in config.op_types]
     with tempfile.TemporaryDirectory(prefix="quantuna-sensitivity-") as tmp:
-        reference = _evaluate(model.path, s, samples)
+        fp32 = _outputs(model.path, s, samples)
+        reference = float(s.metric.fn(fp32, labels))
+        scale = float(np.var(fp32)) or 1.0
         ranges = s.ranges.get(config).path if config.approach == "static" else None
         ranking = []
         for node in candidates:
@@ -73,27 +84,53 @@ def rank_nodes(session: Session, config: QuantConfig, *, samples: int = 256) -> 
                              first_node_fp32=False, last_node_fp32=False)
             try:
                 path = quantize(model, single, Path(tmp) / "node.onnx", ranges=ranges)
-                value = _evaluate(path, s, samples)
+                outputs = _outputs(path, s, samples)
+                value = float(s.metric.fn(outputs, labels))
             except TrialError as exc:
                 logger.warning("sensitivity of %s not measured: %s", node, exc)
                 continue
             loss = reference - value if higher else value - reference
-            ranking.append(NodeSensitivity(node, op_of[node], float(loss)))
-    ranking.sort(key=lambda r: (-r.loss, candidates.index(r.node)))
+            drift = float(np.mean((outputs - fp32) ** 2)) / scale if outputs.shape == fp32.shape else 0.0
+            ranking.append(NodeSensitivity(node, op_of[node], float(loss), drift))
+    ranking.sort(key=lambda r: (-r.loss, -r.drift, candidates.index(r.node)))
     return ranking
 
 
 def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
     """Rank the nodes once per study (kept in its user attrs); the session whose space gives the
-    top K a knob each (the same session when the spec asks for none)."""
+    top K a knob each (the same session when the spec asks for none). With ``auto``, K is the
+    shortest feasible prefix of the ranking (:mod:`quantuna.study.fallback`) plus its neighbours.
+    Workers that start together take the study's ``sensitivity`` mutex: one ranks, the others
+    read what it stored."""
     k = session.spec.space.exclude_sensitive_nodes
     if not k:
         return session
+    default = session.space.default_int8()
+    wanted = [attrs.SENSITIVITY] + ([attrs.FALLBACK] if k == "auto" else [])
+
+    def done() -> bool:
+        return all(key in study.user_attrs for key in wanted)
+
+    if default is not None and not done():
+        mutex = StudyMutex(study, attrs.SENSITIVITY)
+        if mutex.acquire(give_up=done):
+            try:
+                _store_ranking(study, session, default, k == "auto")
+            finally:
+                mutex.release()
     ranking = study.user_attrs.get(attrs.SENSITIVITY)
     if ranking is None:
-        default = session.space.default_int8()
-        if default is None:
-            return session
+        return session
+    if k == "auto":
+        stored = study.user_attrs.get(attrs.FALLBACK)
+        k = knob_count(Fallback.from_dict(stored) if stored else Fallback(0, ()), len(ranking))
+    nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
+    return replace(session, space=session.space.with_sensitive(nodes))
+
+
+def _store_ranking(study: optuna.Study, session: Session, default: QuantConfig, auto: bool) -> None:
+    ranking = study.user_attrs.get(attrs.SENSITIVITY)
+    if ranking is None:
         logger.info("ranking node sensitivity")
         try:
             ranked = rank_nodes(session, default, samples=session.spec.space.sensitivity_samples)
@@ -101,28 +138,87 @@ def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
             raise SpecError(f"{session.spec.where}: sensitivity ranking failed: {exc}") from None
         ranking = [r.to_dict() for r in ranked]
         study.set_user_attr(attrs.SENSITIVITY, ranking)
-    nodes = [(r["node"], r["op_type"]) for r in ranking[:k]]
-    return replace(session, space=session.space.with_sensitive(nodes))
+    if auto:
+        _ensure_fallback(study, session, default, ranking)
 
 
-def warm_start_configs(session: Session) -> list[QuantConfig]:
-    """The configs tried first: the default int8 config, then it with the most sensitive node
-    (and then all K sensitive nodes) in fp32, then fp32."""
+def _ensure_fallback(study: optuna.Study, session: Session, default: QuantConfig | None,
+                     ranking: list[dict[str, object]]) -> Fallback:
+    stored = study.user_attrs.get(attrs.FALLBACK)
+    if stored is not None:
+        return Fallback.from_dict(stored)
+    if default is None or attrs.BASELINE not in study.user_attrs:
+        return Fallback(0, ())
+    target = study.user_attrs[attrs.BASELINE]["accuracy_target"]
+    fallback = find_fallback(session, default, [str(r["node"]) for r in ranking], target)
+    study.set_user_attr(attrs.FALLBACK, fallback.to_dict())
+    return fallback
+
+
+def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
+                       spread: bool = False) -> list[QuantConfig]:
+    """The configs tried first. With a ``fallback`` (``auto``): the default int8 config with the
+    fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then it with
+    the most sensitive node (and then all K sensitive nodes) in fp32. Then fp32, then (with
+    ``spread``) :func:`spread_configs`."""
     default = session.space.default_int8()
-    configs = [] if default is None else [default]
+    if default is None:
+        return [QuantConfig()]
+    if fallback is not None:
+        first = replace(default, exclude_nodes=fallback.nodes)
+        return [first, QuantConfig(), *(spread_configs(session, first) if spread else [])]
+    configs = [default]
     sensitive = [node for node, _ in session.space.sensitive]
-    if default is not None and sensitive:
+    if sensitive:
         configs.append(replace(default, exclude_nodes=(sensitive[0],)))
         if len(sensitive) > 1:
             configs.append(replace(default, exclude_nodes=tuple(sensitive)))
-    return configs + [QuantConfig()]
+    return configs + [QuantConfig(), *(spread_configs(session, default) if spread else [])]
 
 
-def enqueue_warm_start(study: optuna.Study, session: Session) -> None:
-    """Enqueue the warm-start configs on a study that has no trial yet."""
+def spread_configs(session: Session, start: QuantConfig) -> list[QuantConfig]:
+    """``start`` with an outlier-resistant calibration (the space's lowest ``Percentile``, else
+    ``Entropy``), then with one op type alone int8 for each op type with a knob: the points a
+    search otherwise finds late (bad calibration data; fronts whose ends quantize one op type).
+    Configs outside the space are skipped when enqueued."""
+    space = session.spec.space
+    configs = []
+    if start.approach == "static" and start.calibrate_method == "MinMax":
+        if "Percentile" in space.calibrate_method:
+            configs.append(replace(start, calibrate_method="Percentile", percentile=min(space.percentile)))
+        elif "Entropy" in space.calibrate_method:
+            configs.append(replace(start, calibrate_method="Entropy"))
+    knobs = [op for op, values in session.space.op_knobs.items() if "fp32" in values]
+    if len(start.op_types) > 1:
+        op_of = dict(session.space.sensitive)
+        for op in knobs:
+            if op in start.op_types:
+                excluded = tuple(n for n in start.exclude_nodes if op_of.get(n) == op)
+                configs.append(replace(start, op_types=(op,), exclude_nodes=excluded))
+    return configs
+
+
+SPREAD_BUDGET = 10  # studies of at least this many trials also start with spread_configs
+
+
+def enqueue_warm_start(study: optuna.Study, session: Session, budget: int | None = None) -> None:
+    """Enqueue the warm-start configs on a study that has no trial yet (the space is enumerated
+    once for all of them). With a ``budget`` of at least :data:`SPREAD_BUDGET` trials, the
+    :func:`spread_configs` follow; never more configs than the budget (no trial left waiting)."""
     if study.trials:
         return
-    for config in warm_start_configs(session):
-        params = session.space.params_for(config)
-        if params is not None:
-            study.enqueue_trial(params, skip_if_exists=True)
+    stored = study.user_attrs.get(attrs.FALLBACK)
+    fallback = Fallback.from_dict(stored) if stored is not None else None
+    spread = budget is not None and budget >= SPREAD_BUDGET
+    wanted = list(dict.fromkeys(warm_start_configs(session, fallback, spread=spread)))
+    if spread:
+        wanted = wanted[:budget]
+    found: dict[QuantConfig, dict[str, object]] = {}
+    for params, config in session.space.enumerate():
+        if config in wanted and config not in found:
+            found[config] = params
+            if len(found) == len(wanted):
+                break
+    for config in wanted:
+        if config in found:
+            study.enqueue_trial(found[config], skip_if_exists=True)

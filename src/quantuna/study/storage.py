@@ -89,13 +89,16 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                 engine = {"pool_pre_ping": True}
             for attempt in range(CREATE_ATTEMPTS):
                 try:
-                    return optuna.storages.RDBStorage(
+                    storage = optuna.storages.RDBStorage(
                         url,
                         engine_kwargs=engine,
                         heartbeat_interval=interval,
                         grace_period=grace,
                         heartbeat_stale_trial_callback=retry,
                     )
+                    if url.startswith("sqlite"):
+                        _journal_ahead(storage)
+                    return storage
                 except sqlalchemy.exc.DBAPIError as exc:
                     # workers starting together on an empty database race to create Optuna's
                     # tables (SQLite: "table studies already exists", an OperationalError;
@@ -114,6 +117,25 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:
         reason = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise SpecError(f"storage {redact_url(url)}: cannot open it ({reason})") from None
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _journal_ahead(storage: optuna.storages.RDBStorage) -> None:
+    """SQLite in write-ahead-log mode with ``synchronous=NORMAL`` on every connection: a commit
+    no longer waits for the disk (about 8 ms each here, ~40 per trial: most of a digits trial's
+    cost). A killed worker loses nothing committed; only an OS crash or power cut may lose the
+    last commits, never the file's consistency. Local workers share the file as before (WAL needs
+    a local file system: several machines share a study through PostgreSQL or Redis)."""
+    import sqlalchemy
+
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    storage.engine.dispose()  # connections opened before the listener are not reused
 
 
 def _creation_race(exc: Exception) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import optuna
 
-from quantuna._compat import set_legacy_constraints
+from quantuna._compat import set_legacy_constraints, set_user_attrs
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
@@ -60,11 +60,8 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
                   seconds: dict[str, float], source: Any) -> NoReturn:
     """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
     set_constraint(trial, constraint)
-    trial.set_user_attr(attrs.STOP_REASON, reason)
-    trial.set_user_attr(attrs.CONSTRAINT, constraint)
-    trial.set_user_attr(attrs.FEASIBLE, False)
-    trial.set_user_attr(attrs.REUSED_FROM, source)
-    trial.set_user_attr(attrs.SECONDS, seconds)
+    set_user_attrs(trial, {attrs.STOP_REASON: reason, attrs.CONSTRAINT: constraint,
+                           attrs.FEASIBLE: False, attrs.REUSED_FROM: source, attrs.SECONDS: seconds})
     raise optuna.TrialPruned(reason)
 
 
@@ -129,13 +126,15 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         relative = {k: _ratio(v, base_values.get(k)) for k, v in values.items()}
         if latency is not None and "performance" in relative:
             relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
-        trial.set_user_attr(attrs.VALUES, values)
-        trial.set_user_attr(attrs.RELATIVE, relative)
-        trial.set_user_attr(attrs.LATENCY, latency)
-        trial.set_user_attr(attrs.CONSTRAINT, constraint)
-        trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
-        trial.set_user_attr(attrs.REUSED_FROM, reused)
-        trial.set_user_attr(attrs.SECONDS, seconds)
+        set_user_attrs(trial, {  # one transaction
+            attrs.VALUES: values,
+            attrs.RELATIVE: relative,
+            attrs.LATENCY: latency,
+            attrs.CONSTRAINT: constraint,
+            attrs.FEASIBLE: constraint <= 0,
+            attrs.REUSED_FROM: reused,
+            attrs.SECONDS: seconds,
+        })
         model_file = session.model_path_for(config)
         saved = model_file if session.spec.study.save_models and model_file.is_file() else None
         answered = QuantConfig() if reused == "baseline" else config
@@ -158,11 +157,8 @@ def _early_stop_allowed(study: optuna.Study, session: Session, baseline: dict[st
 
 
 def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, Any]) -> None:
-    trial.set_user_attr(attrs.CONFIG, config.to_dict())
-    trial.set_user_attr(attrs.CONFIG_KEY, config.key())
-    trial.set_user_attr(attrs.SUMMARY, config.summary())
-    for name, value in facts.items():
-        trial.set_user_attr(name, value)
+    set_user_attrs(trial, {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
+                           attrs.SUMMARY: config.summary(), **facts})  # one transaction
 
 
 def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:

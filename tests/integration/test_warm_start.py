@@ -1,0 +1,35 @@
+"""The warm start tries an outlier-resistant calibration and each op type alone early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_spec, write_spec
+
+from quantuna.study.run import run_study
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def test_outliers_in_calibration_meet_percentile_in_the_warm_start(tiny_dir: Path) -> None:
+    calib = np.load(tiny_dir / "calib.npz")["x"].copy()
+    calib[:2] *= 50  # two bad calibration images
+    np.savez(tiny_dir / "calib.npz", x=calib)
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"calibrate_method": ["MinMax", "Percentile"], "percentile": [99.0, 99.9]}
+    result = run_study(write_spec(tiny_dir, spec), n_trials=10)
+    first = [t.user_attrs["summary"] for t in result.study.trials[:5]]
+    assert first == [
+        "static QDQ U8S8 MinMax/40 [Conv,Gemm]", "fp32",
+        "static QDQ U8S8 Percentile(99.0)/40 [Conv,Gemm]",  # the space's lowest percentile
+        "static QDQ U8S8 MinMax/40 [Conv]", "static QDQ U8S8 MinMax/40 [Gemm]",
+    ]
+    minmax, _, percentile = (result.study.trials[i].user_attrs["values"]["accuracy"] for i in range(3))
+    assert percentile > minmax  # the outliers cost MinMax accuracy that Percentile keeps
+
+
+def test_a_small_budget_leaves_no_warm_start_trial_waiting(tiny_spec_path: Path) -> None:
+    result = run_study(tiny_spec_path, n_trials=3)
+    assert [t.state.name for t in result.study.trials].count("WAITING") == 0
