@@ -2,7 +2,9 @@
 
 The dashboard runs as a real ``quantuna dashboard`` subprocess on a digits study made here, with
 an accuracy criterion strict enough that some trials are infeasible. The browser is Debian's
-Chromium driven by Playwright; its screenshot is saved under ``test-artifacts/``.
+Chromium driven by Playwright; the study page, the note and a trial page are saved as
+screenshots under ``test-artifacts/`` (``dashboard-study.png``, ``dashboard-note.png``,
+``dashboard-trial.png``).
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     )
     assert ["#cccccc", infeasible] in pareto, pareto
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
     # the feasible-only filter: unticking "Include Infeasible trials" leaves the feasible ones
     page.goto(dashboard + "/smartSelection", wait_until="networkidle")
     page.wait_for_selector("#plot-parallel-coordinate .main-svg", timeout=30_000)
@@ -266,6 +268,60 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     assert page.get_by_text("Best Trial", exact=True).count() == len(best) + 1  # + the detail pane
     assert not errors, errors
     page.close()
+
+
+def _open(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_selector(ready, timeout=30_000)
+    return page, errors
+
+
+def test_browser_note_shows_fp32_the_target_and_the_pick(
+    dashboard: str, browser: Any, mixed_study: Any
+) -> None:
+    """The note: the annotated front as a picture at its top, then the summary."""
+    page, errors = _open(browser, dashboard + "/note", "img[alt='the annotated front']")
+    image = page.locator("img[alt='the annotated front']")
+    page.wait_for_function(
+        "() => document.querySelector(\"img[alt='the annotated front']\").naturalWidth > 600"
+    )
+    assert image.evaluate("img => img.naturalWidth") > 600  # the PNG was served, not a broken icon
+    text = page.locator("body").inner_text()
+    pick = mixed_study.pick("weighted").trial.number
+    for must in ("fp32 baseline", "accuracy target", "export pick",
+                 f"trial {pick} by Neural Compressor's weighted rule", "Feasible Pareto set"):
+        assert must in text, f"{must!r} is not in the note"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-note.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_browser_trial_page_names_values_and_feasibility(
+    dashboard: str, browser: Any, mixed_study: Any
+) -> None:
+    """A trial's page: named values with units, the change against fp32, feasible, its role."""
+    pick = mixed_study.pick("weighted").trial
+    page, errors = _open(browser, f"{dashboard}/trials?numbers={pick.number}",
+                         f"text=Trial {pick.number}")
+    page.wait_for_selector("text=performance vs fp32", timeout=30_000)
+    text = page.locator("body").inner_text()
+    for must in (*METRIC_NAMES, "performance vs fp32", "feasible", "role", "int8", pick.summary):
+        assert must in text, f"{must!r} is not on trial {pick.number}'s page"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-trial.png"), full_page=True)
+    page.close()
+    fp32 = next(t for t in mixed_study.trials if t.config.is_fp32)  # fp32 is always a trial
+    page, more = _open(browser, f"{dashboard}/trials?numbers={fp32.number}",
+                       f"text=Trial {fp32.number}")
+    page.wait_for_selector("text=role", timeout=30_000)
+    attrs = mixed_study.study.trials[fp32.number].user_attrs
+    assert attrs["role"] == "fp32" and attrs["performance vs fp32"] == "+0.0%"
+    page.close()
+    assert not errors + more, errors + more
 
 
 def test_browser_opens_the_report_without_a_network(

@@ -44,6 +44,10 @@ FAIL_REASON = "fail_reason"
 STOP_REASON = "stop_reason"
 PRUNE_REASON = "prune_reason"  # the study's pruner stopped the accuracy pass (weighted mode)
 
+# short flat attrs for optuna-dashboard's attr box: "<label>" (value) and "<name> vs fp32" (change)
+VS_FP32 = " vs fp32"
+ROLE = "role"  # "fp32" (the baseline model as a trial), "int8" or "stopped early (infeasible)"
+
 # the constraint's name for Optuna 5's trial.set_constraint
 ACCURACY_CONSTRAINT = "accuracy"
 
@@ -93,3 +97,17 @@ def host_facts() -> dict[str, Any]:
         CPU_CORES: cores or _physical_cores(),
         CPU_ISA: isa,
     }
+
+
+def named_values(values: dict[str, float], relative: dict[str, float | None],
+                 label: Any) -> dict[str, Any]:
+    """Each objective's value under its label with units (``performance [ms]``: 0.0335) and its
+    change against fp32 (``performance vs fp32``: ``+8.2%``): short, flat user attrs that
+    optuna-dashboard's attr box shows whole, where the ``values`` dict is clipped."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        out[label(name)] = float(f"{value:.4g}")
+        rel = relative.get(name)
+        if rel is not None:
+            out[name + VS_FP32] = f"{(rel - 1) * 100:+.1f}%"
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from quantuna._secrets import redact_url
 from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.latency import LockWaitHook
+from quantuna.phases import phase
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
@@ -146,8 +148,9 @@ def run_study(
     """
     check_budget(n_trials, timeout)
     spec = load_spec(spec, storage=storage)
-    session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
-                      calibration=calibration, evaluation=evaluation)
+    with phase("checking the spec, the model and the data"):
+        session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
+                          calibration=calibration, evaluation=evaluation)
     if session.timing is not None and on_lock_wait is not None:
         session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
     check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
@@ -158,7 +161,8 @@ def run_study(
     study = open_study(session, sampler=sampler)
     spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
     baseline = ensure_baseline(study, session)
-    session = ensure_sensitivity(study, session)
+    with phase("ranking node sensitivity") if spec.space.exclude_sensitive_nodes else nullcontext():
+        session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
     remaining = max(0, budget - count_spent(study))

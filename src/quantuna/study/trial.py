@@ -27,6 +27,7 @@ from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
 from quantuna.ort.measure import OnProgress
 from quantuna.ort.quantize import quantize
+from quantuna.phases import phase
 from quantuna.study import attrs
 from quantuna.study.artifacts import upload_trial_artifacts
 from quantuna.study.baseline import measure_model
@@ -59,6 +60,7 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
                   seconds: dict[str, float], source: Any) -> NoReturn:
     """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
     set_constraint(trial, constraint)
+    trial.set_user_attr(attrs.ROLE, "stopped early (infeasible)")
     trial.set_user_attr(attrs.STOP_REASON, reason)
     trial.set_user_attr(attrs.CONSTRAINT, constraint)
     trial.set_user_attr(attrs.FEASIBLE, False)
@@ -130,6 +132,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
             relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
         trial.set_user_attr(attrs.VALUES, values)
         trial.set_user_attr(attrs.RELATIVE, relative)
+        _record_named(trial, session, values, relative, config)
         trial.set_user_attr(attrs.LATENCY, latency)
         trial.set_user_attr(attrs.CONSTRAINT, constraint)
         trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
@@ -161,6 +164,14 @@ def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, An
     trial.set_user_attr(attrs.SUMMARY, config.summary())
     for name, value in facts.items():
         trial.set_user_attr(name, value)
+
+
+def _record_named(trial: optuna.Trial, session: Session, values: dict[str, float],
+                  relative: dict[str, float | None], config: QuantConfig) -> None:
+    """The short flat attrs a person reads in the dashboard (see :func:`attrs.named_values`)."""
+    trial.set_user_attr(attrs.ROLE, "fp32" if config.is_fp32 else "int8")
+    for key, value in attrs.named_values(values, relative, session.objective_label).items():
+        trial.set_user_attr(key, value)
 
 
 def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:
@@ -217,7 +228,8 @@ def measure_config(session: Session, config: QuantConfig, seconds: dict[str, flo
     ranges = None
     if config.approach == "static":
         try:
-            got = session.ranges.get(config)
+            with phase(f"calibrating {config.calibrate_method}/{config.calibration_size}"):
+                got = session.ranges.get(config)
         except Exception as exc:
             raise TrialError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
         ranges = got.path
