@@ -237,6 +237,11 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     text = page.locator("body").inner_text()
     for name in METRIC_NAMES:
         assert name in text, f"{name!r} is not on the study page"
+    # the study attrs table (5 rows a page) starts with the answers, the artifacts with the front
+    for must in ("Accuracy target", "Export pick", "FP32 baseline", "Feasible trials", "front.png"):
+        assert must in text, f"{must!r} is not on the study page"
+    pick = mixed_study.pick("weighted").trial.number
+    assert f"trial {pick} by Neural Compressor's weighted rule" in text
     # the timeline's legend names the infeasible trials and colours them apart
     legend = page.locator("#graph-timeline .legendtext").all_text_contents()
     assert "Infeasible" in legend, legend
@@ -307,19 +312,24 @@ def test_browser_trial_page_names_values_and_feasibility(
     pick = mixed_study.pick("weighted").trial
     page, errors = _open(browser, f"{dashboard}/trials?numbers={pick.number}",
                          f"text=Trial {pick.number}")
-    page.wait_for_selector("text=performance vs fp32", timeout=30_000)
+    page.wait_for_selector("text=Performance [ms]", timeout=30_000)
     text = page.locator("body").inner_text()
-    for must in (*METRIC_NAMES, "performance vs fp32", "feasible", "role", "int8", pick.summary):
+    named = [n[:1].upper() + n[1:] for n in METRIC_NAMES]
+    for must in (*named, "vs fp32", "Feasible", "Role", "int8", pick.summary):
         assert must in text, f"{must!r} is not on trial {pick.number}'s page"
+    # the attr box lists attrs alphabetically and scrolls after a few: the named ones come first
+    keys = sorted(mixed_study.study.trials[pick.number].user_attrs)
+    assert keys[:5] == sorted([*named, "Feasible", "Role"]), keys
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-trial.png"), full_page=True)
     page.close()
     fp32 = next(t for t in mixed_study.trials if t.config.is_fp32)  # fp32 is always a trial
     page, more = _open(browser, f"{dashboard}/trials?numbers={fp32.number}",
                        f"text=Trial {fp32.number}")
-    page.wait_for_selector("text=role", timeout=30_000)
+    page.wait_for_selector("text=Role", timeout=30_000)
     attrs = mixed_study.study.trials[fp32.number].user_attrs
-    assert attrs["role"] == "fp32" and attrs["performance vs fp32"] == "+0.0%"
+    assert attrs["Role"] == "fp32" and attrs["Performance [ms]"].endswith("(+0.0% vs fp32)")
+    assert attrs["Feasible"] == "no: misses the accuracy target"  # the criterion asks more
     page.close()
     assert not errors + more, errors + more
 

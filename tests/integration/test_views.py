@@ -68,3 +68,12 @@ def test_note_starts_with_the_front_picture_stored_as_a_study_artifact(tiny_resu
     assert png and first.endswith(f"/{png[-1].artifact_id})")
     with artifact_store(tiny_result.session.spec).open_reader(png[-1].artifact_id) as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_study_answers_at_a_glance_in_short_study_attrs(tiny_result: Any) -> None:
+    pytest.importorskip("optuna_dashboard")
+    shown = tiny_result.study.user_attrs
+    assert list(shown)[:4] == ["Accuracy target", "Export pick", "FP32 baseline", "Feasible trials"]
+    pick = tiny_result.pick("weighted").trial.number
+    assert shown["Export pick"].startswith(f"trial {pick} by")
+    assert shown["Accuracy target"].startswith(">= ") and "accuracy (top1)" in shown["FP32 baseline"]

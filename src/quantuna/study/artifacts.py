@@ -104,6 +104,31 @@ def upload_front_png(result: TuneResult) -> str | None:
     return f"/artifacts/{study_id(result.study)}/{artifact_id}"
 
 
+GLANCE = ("Accuracy target", "Export pick", "FP32 baseline", "Feasible trials")
+
+
+def reserve_glance(study: optuna.Study) -> None:
+    """Set the :func:`glance` attrs of a new study to "after the run": optuna-dashboard lists a
+    study's attrs in the order they were first set, five a page, so these come first."""
+    for key in GLANCE:
+        study.set_user_attr(key, "written at the end of a run")
+
+
+def glance(result: TuneResult, facts: dict[str, str]) -> dict[str, str]:
+    """The study's answers as short flat study user attrs, capitalised so that the dashboard's
+    alphabetical attr table lists them first: fp32, the target, the feasible count, the pick."""
+    target = next((v for k, v in facts.items() if k.startswith("accuracy target")), "")
+    feasible = sum(1 for t in result.trials if t.feasible)
+    return {
+        "Accuracy target": target,
+        "Export pick": facts.get("export pick", "no trial yet"),
+        "FP32 baseline": facts.get("fp32 baseline", ""),
+        "Feasible trials": (f"{feasible} of {len(result.trials)} complete; "
+                            f"{len(result.stopped_early)} stopped early (infeasible); "
+                            "the Note page draws them all"),
+    }
+
+
 def write_study_note(result: TuneResult) -> None:
     """Save the study note (the annotated front, baseline, target, feasible Pareto set, export
     pick) for the dashboard.
@@ -117,8 +142,11 @@ def write_study_note(result: TuneResult) -> None:
         logger.debug("optuna-dashboard is not installed: no study note written")
         return
     try:
+        summary = summarize(result)
+        for key, value in glance(result, summary.facts).items():
+            result.study.set_user_attr(key, value)
         image = upload_front_png(result)
         top = f"![the annotated front]({image})\n\n" if image else ""
-        save_note(result.study, top + summarize(result).to_markdown())
+        save_note(result.study, top + summary.to_markdown())
     except Exception as exc:  # noqa: BLE001  (the results are stored; the note is a view)
         logger.warning("could not write the study note: %s: %s", type(exc).__name__, exc)

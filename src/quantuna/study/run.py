@@ -21,7 +21,7 @@ from quantuna.phases import phase
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
-from quantuna.study.artifacts import write_study_note
+from quantuna.study.artifacts import reserve_glance, write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
@@ -89,6 +89,7 @@ def record_setup(study: optuna.Study, session: Session, *, fix: str) -> None:
     setup = {"mode": session.mode, "objectives": session.objective_names}
     stored = study.user_attrs.get(attrs.SETUP)
     if stored is None:
+        reserve_glance(study)  # first in the dashboard's study attrs table, filled in at the end
         study.set_user_attr(attrs.SETUP, {**setup, "higher_is_better": session.higher_is_better})
         with experimental_quiet():
             study.set_metric_names(session.metric_names)

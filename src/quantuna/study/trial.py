@@ -60,7 +60,7 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
                   seconds: dict[str, float], source: Any) -> NoReturn:
     """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
     set_constraint(trial, constraint)
-    trial.set_user_attr(attrs.ROLE, "stopped early (infeasible)")
+    trial.set_user_attr(attrs.FEASIBLE_SHOWN, "no: stopped early, the target is out of reach")
     trial.set_user_attr(attrs.STOP_REASON, reason)
     trial.set_user_attr(attrs.CONSTRAINT, constraint)
     trial.set_user_attr(attrs.FEASIBLE, False)
@@ -132,7 +132,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
             relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
         trial.set_user_attr(attrs.VALUES, values)
         trial.set_user_attr(attrs.RELATIVE, relative)
-        _record_named(trial, session, values, relative, config)
+        _record_named(trial, session, values, relative, config, constraint <= 0)
         trial.set_user_attr(attrs.LATENCY, latency)
         trial.set_user_attr(attrs.CONSTRAINT, constraint)
         trial.set_user_attr(attrs.FEASIBLE, constraint <= 0)
@@ -167,9 +167,10 @@ def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, An
 
 
 def _record_named(trial: optuna.Trial, session: Session, values: dict[str, float],
-                  relative: dict[str, float | None], config: QuantConfig) -> None:
+                  relative: dict[str, float | None], config: QuantConfig, feasible: bool) -> None:
     """The short flat attrs a person reads in the dashboard (see :func:`attrs.named_values`)."""
     trial.set_user_attr(attrs.ROLE, "fp32" if config.is_fp32 else "int8")
+    trial.set_user_attr(attrs.FEASIBLE_SHOWN, "yes" if feasible else "no: misses the accuracy target")
     for key, value in attrs.named_values(values, relative, session.objective_label).items():
         trial.set_user_attr(key, value)
 
