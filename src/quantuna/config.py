@@ -212,6 +212,8 @@ class QuantConfig:
         ]
         parts.extend(flags)
         parts.append("[" + ",".join(self.op_types) + "]")
-        if self.exclude_nodes:
-            parts.append(f"-{len(self.exclude_nodes)} nodes")
+        if self.exclude_nodes:  # named: "-2 nodes" tells a reader nothing
+            names = [n if len(n) <= 24 else n[:23] + "~" for n in self.exclude_nodes[:3]]
+            more = f" +{len(self.exclude_nodes) - 3} more" if len(self.exclude_nodes) > 3 else ""
+            parts.append(f"fp32 nodes {','.join(names)}{more}")
         return " ".join(p for p in parts if p)
