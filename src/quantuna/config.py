@@ -17,12 +17,34 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    field_validator,
 )
 
 from quantuna._util import cut, shorten
 from quantuna.errors import SpecError
 
 Approach = Literal["fp32", "static", "dynamic"]
+
+# Intel Neural Compressor's spellings, accepted as aliases in specs and config files so that its
+# YAML ports without edits (matched case-insensitively; quantuna writes the canonical names)
+INC_ALIASES: dict[str, dict[str, str]] = {
+    "approach": {"static": "static", "dynamic": "dynamic", "fp32": "fp32",
+                 "post_training_static_quant": "static", "post_training_dynamic_quant": "dynamic"},
+    "quant_format": {"qdq": "QDQ", "qoperator": "QOperator"},
+    "types": {"u8s8": "U8S8", "u8u8": "U8U8", "s8s8": "S8S8"},
+    "calibrate_method": {"minmax": "MinMax", "kl": "Entropy", "entropy": "Entropy",
+                         "percentile": "Percentile"},
+}
+
+
+def canonical(key: str, value: Any) -> Any:
+    """A knob's value in quantuna's spelling (``kl`` -> ``Entropy``, ``qdq`` -> ``QDQ``); lists
+    element by element; anything else unchanged (the schema then refuses it with the choices)."""
+    if isinstance(value, list):
+        return [canonical(key, v) for v in value]
+    if isinstance(value, str):
+        return INC_ALIASES.get(key, {}).get(value.lower(), value)
+    return value
 NAME = r"^[A-Za-z_][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
 
 
@@ -45,6 +67,11 @@ class _ConfigSchema(BaseModel):
     first_node_fp32: StrictBool | None = None
     last_node_fp32: StrictBool | None = None
     exclude_nodes: list[str] = Field(default=[], max_length=100_000)
+
+    @field_validator(*INC_ALIASES, mode="before")
+    @classmethod
+    def _inc_spelling(cls, value: Any, info: Any) -> Any:
+        return canonical(info.field_name, value)
 
 
 def _check_combination(values: dict[str, Any]) -> str | None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
+from quantuna.config import INC_ALIASES, canonical
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
 from quantuna.spec_measure import ConfirmMeasure as ConfirmMeasure
@@ -185,6 +186,11 @@ class SpaceSection(_Strict):
     last_node_fp32: list[bool] = Field(default=[False], min_length=1)
     exclude_sensitive_nodes: int = Field(default=0, ge=0)
     sensitivity_samples: int = Field(default=256, gt=0)
+
+    @field_validator(*INC_ALIASES, mode="before")
+    @classmethod
+    def _inc_spelling(cls, value: Any, info: Any) -> Any:
+        return canonical(info.field_name, value)
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

@@ -1,4 +1,4 @@
-"""The CLI teaches: every command has a description, every option a help text; small courtesies."""
+"""Courtesies: help for every command and option, quiet pipes, named nodes, INC's spellings."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ def test_a_summary_names_the_nodes_it_keeps_in_fp32() -> None:
     many = QuantConfig(approach="dynamic", op_types=("Conv",),
                        exclude_nodes=tuple(f"n{i}" for i in range(5)) + ("x" * 40,))
     assert many.summary().endswith("fp32 nodes n0,n1,n2 +3 more")
+
+
+def test_neural_compressor_spellings_are_aliases(tmp_path) -> None:
+    from quantuna.config import QuantConfig
+    from quantuna.spec import SpaceSection
+
+    space = SpaceSection(approach=["post_training_static_quant", "Dynamic"], quant_format=["qdq", "qoperator"],
+                         types=["u8s8", "s8s8"], calibrate_method=["minmax", "kl", "percentile"])
+    assert space.approach == ["static", "dynamic"] and space.quant_format == ["QDQ", "QOperator"]
+    assert space.types == ["U8S8", "S8S8"] and space.calibrate_method == ["MinMax", "Entropy", "Percentile"]
+    config = QuantConfig.from_dict({"approach": "static", "quant_format": "qdq", "types": "u8s8",
+                                    "calibrate_method": "kl", "calibration_size": 8, "op_types": ["Conv"]})
+    assert (config.quant_format, config.types, config.calibrate_method) == ("QDQ", "U8S8", "Entropy")
+    with pytest.raises(Exception, match="MinMax"):
+        SpaceSection(calibrate_method=["minimax"])  # a typo is still refused, with the choices
