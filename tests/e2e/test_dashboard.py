@@ -9,6 +9,7 @@ screenshots under ``test-artifacts/`` (``dashboard-study.png``, ``dashboard-note
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import pytest
 import yaml
 from conftest import ROOT, STUDIES
 
-from quantuna.views.report import INFEASIBLE_NAME
+from quantuna.views.report import FRONT_TITLE, INFEASIBLE_NAME
 
 pytestmark = [
     pytest.mark.slow,
@@ -363,6 +364,7 @@ def test_browser_opens_the_report_without_a_network(
     assert INFEASIBLE_NAME in legend, legend
     assert requested == []
     ARTIFACTS.mkdir(exist_ok=True)
+    assert page.locator("img.front").evaluate("img => img.naturalWidth") > 600
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
     page.close()
 
@@ -392,7 +394,10 @@ def test_report_is_self_contained_with_the_pareto_front(mixed_study: Any, tmp_pa
     assert "Optimisation history" in page and "Parameter importances" in page
     for name in METRIC_NAMES:
         assert name in page
-    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "front.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # the page's picture is the PNG's: the annotated front, drawn once for both
+    assert FRONT_TITLE in page and base64.b64encode(png).decode("ascii") in page
 
 
 def test_report_png_with_kaleido_and_chromium(mixed_study: Any, tmp_path: Path) -> None:

@@ -143,8 +143,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
 th { background: #f2f2f2; }
-dt { font-weight: bold; float: left; clear: left; width: 9em; }
-dd { margin-left: 10em; margin-bottom: 0.3em; }
+dt { font-weight: bold; float: left; clear: left; width: 12em; }
+dd { margin-left: 13em; margin-bottom: 0.3em; }
 section { margin-top: 2em; }
 .note { color: #666; font-style: italic; }
 img.front { max-width: 100%; }
