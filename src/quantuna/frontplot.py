@@ -99,10 +99,10 @@ def _draw(a: Any, panel: Panel, result: TuneResult, pick: int | None, stopped: i
                   label=f"stopped early, hopeless ({stopped}): not drawn")
     if panel.feasible:
         a.scatter(*_xy(panel.feasible), c=FEASIBLE, s=30, label="feasible", zorder=3)
-    line = sorted(panel.front)
-    if line:
-        a.plot(*_xy(line), color=FRONT, marker="o", markersize=6, linewidth=1.5,
-               label="feasible Pareto front", zorder=4)
+    line = panel_front(panel.front, *_directions(result, panel.name))
+    if panel.front:
+        a.scatter(*_xy(panel.front), c=FRONT, s=36, label="feasible Pareto front", zorder=4)
+        a.plot(*_xy(line), color=FRONT, linewidth=1.2, zorder=4)
     target = result.baseline.get("accuracy_target")
     if target is not None:
         a.axhline(float(target), color="#555", linestyle="--", linewidth=1,
@@ -114,7 +114,7 @@ def _draw(a: Any, panel: Panel, result: TuneResult, pick: int | None, stopped: i
     a.figure.canvas.draw()  # fixes the limits before labels are placed
     if panel.fp32 is not None:
         labels.add("fp32", panel.fp32, fontweight="bold")
-    for x, y, number in line:
+    for x, y, number in sorted(panel.front):
         if number != pick:
             labels.add(f"#{number}", (x, y), color=FRONT)
     chosen = [p for p in panel.front + panel.feasible + panel.infeasible if p[2] == pick]
@@ -126,6 +126,26 @@ def _draw(a: Any, panel: Panel, result: TuneResult, pick: int | None, stopped: i
     a.set_xlabel(panel.x_label)
     a.set_ylabel(panel.y_label)
     a.grid(alpha=0.3)
+
+
+def _directions(result: TuneResult, name: str) -> tuple[bool, bool]:
+    higher = dict(zip(result.objective_names, result.higher_is_better))
+    return higher.get(name, False), higher.get("accuracy", True)
+
+
+def panel_front(points: list[tuple[float, float, int]], x_higher: bool = False,
+                y_higher: bool = True) -> list[tuple[float, float, int]]:
+    """The points no other point beats on both of this panel's axes, in order of x: the line.
+
+    The study's front has more objectives than a panel shows, so some of its trials are behind
+    others in this projection; they are drawn, but the line joins only the panel's own front.
+    """
+    ordered = sorted(points, key=lambda p: (-p[0] if x_higher else p[0], -p[1] if y_higher else p[1]))
+    out: list[tuple[float, float, int]] = []
+    for p in ordered:
+        if not out or (p[1] > out[-1][1] if y_higher else p[1] < out[-1][1]):
+            out.append(p)
+    return out
 
 
 def _xy(points: list[tuple[float, float, int]]) -> tuple[list[float], list[float]]:

@@ -77,3 +77,10 @@ def test_the_study_answers_at_a_glance_in_short_study_attrs(tiny_result: Any) ->
     pick = tiny_result.pick("weighted").trial.number
     assert shown["Export pick"].startswith(f"trial {pick} by")
     assert shown["Accuracy target"].startswith(">= ") and "accuracy (top1)" in shown["FP32 baseline"]
+
+
+def test_the_line_joins_only_the_panels_own_front() -> None:
+    from quantuna.frontplot import panel_front
+
+    points = [(0.03, 0.978, 8), (0.032, 0.980, 0), (0.046, 0.978, 5), (0.02, 0.97, 3)]
+    assert [p[2] for p in panel_front(points)] == [3, 8, 0]  # #5 is behind #0 here
