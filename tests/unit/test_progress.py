@@ -61,15 +61,19 @@ def test_best_feasible_values_come_from_one_trial_with_units() -> None:
 
 def test_phases_are_lines_before_the_bar_and_its_description_during(capsys) -> None:
     import logging
+    import time
 
     from quantuna.cli.progress import PhaseLines
     from quantuna.phases import phase
 
     progress = Progress(enabled=True)
     with PhaseLines(progress):
+        with phase("checking the spec"):
+            pass  # fast: nothing shown
         with phase("measuring the fp32 baseline"):
-            pass
-        assert capsys.readouterr().err == "quantuna: measuring the fp32 baseline ...\n"
+            time.sleep(1.3)
+        assert capsys.readouterr().err == ("quantuna: measuring the fp32 baseline ...\n"
+                                           "quantuna: measuring the fp32 baseline: 1.3 s\n")
         progress.bar = FakeBar()
         with phase("calibrating Entropy/200"):
             assert progress.bar.desc == "calibrating Entropy/200"

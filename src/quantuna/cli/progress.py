@@ -2,8 +2,9 @@
 
 - Before the trials (building the model, checking the inputs, the fp32 baseline, the sensitivity
   ranking) each phase the library announces on the ``quantuna.phase`` logger
-  (:mod:`quantuna.phases`) is one line, ``quantuna: measuring the fp32 baseline ...``, and one
-  more with its seconds when it took longer than a second.
+  (:mod:`quantuna.phases`) is one line, ``quantuna: measuring the fp32 baseline ...``, once it
+  has lasted a second, and one more with its seconds when it ends (fast phases and a spec
+  error's one line stay quiet).
 - During the trials a tqdm bar of fixed width (readable at 80 columns) counts them; its
   description names the running phase (``calibrating Entropy/200``, waiting for the latency
   lock) and its postfix the best feasible trial so far: one trial's values, with units.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from typing import Any
 
 from quantuna.study import attrs
@@ -43,6 +45,7 @@ class Progress:
         self.enabled = enabled
         self.bar: Any = None
         self.higher: list[bool] = []
+        self.pending: dict[str, threading.Timer] = {}
 
     def ready(self, study: Any, remaining: int) -> None:
         """Open the bar once the study knows how many trials are left (or say none are)."""
@@ -69,10 +72,21 @@ class Progress:
             return
         if self.bar is not None:
             self.bar.set_description(name if event == "start" else self.DESC, refresh=True)
-        elif event == "start":
-            print(f"quantuna: {name} ...", file=sys.stderr, flush=True)
-        elif seconds is not None and seconds >= SLOW:
-            print(f"quantuna: {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+        elif event == "start":  # a line only once it has lasted SLOW: fast phases, and an error
+            timer = threading.Timer(SLOW, self._say, (f"quantuna: {name} ...",))  # right away, stay
+            timer.daemon = True                                                  # one line
+            self.pending[name] = timer
+            timer.start()
+        else:
+            timer = self.pending.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+                if timer.finished.is_set() and seconds is not None and seconds >= SLOW:
+                    self._say(f"quantuna: {name}: {seconds:.1f} s")
+
+    @staticmethod
+    def _say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     def lock_wait(self, holder: str | None) -> None:
         """Say on the bar that the trial waits for the latency lock, and who holds it."""
