@@ -34,3 +34,8 @@ def phase(name: str) -> Iterator[None]:
         seconds = time.perf_counter() - start
         logger.info("%s: %.1f s", name, seconds,
                     extra={"phase": name, "event": "end", "seconds": seconds})
+
+
+def announce(text: str) -> None:
+    """A one-off fact the person running the study should read (``event`` ``say``)."""
+    logger.info("%s", text, extra={"phase": text, "event": "say"})

@@ -84,3 +84,20 @@ def test_the_line_joins_only_the_panels_own_front() -> None:
 
     points = [(0.03, 0.978, 8), (0.032, 0.980, 0), (0.046, 0.978, 5), (0.02, 0.97, 3)]
     assert [p[2] for p in panel_front(points)] == [3, 8, 0]  # #5 is behind #0 here
+
+
+def test_a_budget_larger_than_the_space_says_when_it_is_exhausted(
+    tiny_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from quantuna.study.run import run_study
+
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"approach": ["dynamic"]}
+    spec["tuning"] = {**spec["tuning"], "exit_policy": {"max_trials": 12}}
+    with caplog.at_level(logging.INFO, logger="quantuna.phase"):
+        result = run_study(write_spec(tiny_dir, spec))
+    distinct = len(result.session.space.distinct_configs())
+    assert distinct < len(result.study.trials) == 12  # the budget holds (workers share it)
+    assert caplog.text.count(f"the space is exhausted: all its {distinct} distinct configs") == 1

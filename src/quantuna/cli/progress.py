@@ -70,7 +70,12 @@ class Progress:
         """Show a phase of the library: the bar's description, or a line before the bar."""
         if not self.enabled:
             return
-        if self.bar is not None:
+        if event == "say":
+            if self.bar is not None:
+                self.bar.write(f"quantuna: {name}", file=sys.stderr)
+            else:
+                self._say(f"quantuna: {name}")
+        elif self.bar is not None:
             self.bar.set_description(name if event == "start" else self.DESC, refresh=True)
         elif event == "start":  # a line only once it has lasted SLOW: fast phases, and an error
             timer = threading.Timer(SLOW, self._say, (f"quantuna: {name} ...",))  # right away, stay

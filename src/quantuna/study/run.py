@@ -17,7 +17,7 @@ from quantuna._secrets import redact_url
 from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.latency import LockWaitHook
-from quantuna.phases import phase
+from quantuna.phases import announce, phase
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
@@ -192,9 +192,17 @@ def check_budget(n_trials: int | None, timeout: float | None) -> None:
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
               remaining: int, limit: float | None, callbacks: Sequence[Callback]) -> None:
+    said: list[bool] = []
+
     def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if count_spent(study) >= budget:  # other workers count toward the same budget
             study.stop()
+        elif (not said and isinstance(trial.user_attrs.get(attrs.REUSED_FROM), int)
+              and space_exhausted(study, session)):
+            said.append(True)
+            announce(f"the space is exhausted: all its {len(session.space.distinct_configs())} "
+                     f"distinct configs are measured; the rest of the budget ({budget} trials) "
+                     "only reuses them (Ctrl-C stops; the study is complete)")
 
     interrupt = Interrupt()
     with interrupt.installed():
@@ -208,6 +216,14 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
         )
     if interrupt.requested:
         raise KeyboardInterrupt
+
+
+def space_exhausted(study: optuna.Study, session: Session) -> bool:
+    """Whether every distinct config of the space has a finished trial (only a repeat, which the
+    distinct-config sampler draws when nothing else is left, asks: enumerating costs)."""
+    done = {t.user_attrs.get(attrs.CONFIG_KEY) for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished()}
+    return all(c.key() in done for c in session.space.distinct_configs())
 
 
 def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None = None, *,
