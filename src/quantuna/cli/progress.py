@@ -83,10 +83,10 @@ class Progress:
             self.pending[name] = timer
             timer.start()
         else:
-            timer = self.pending.pop(name, None)
-            if timer is not None:
-                timer.cancel()
-                if timer.finished.is_set() and seconds is not None and seconds >= SLOW:
+            waiting = self.pending.pop(name, None)
+            if waiting is not None:
+                waiting.cancel()
+                if seconds is not None and seconds >= SLOW:  # its start line was shown
                     self._say(f"quantuna: {name}: {seconds:.1f} s")
 
     @staticmethod
