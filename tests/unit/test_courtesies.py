@@ -65,3 +65,19 @@ def test_neural_compressor_spellings_are_aliases(tmp_path) -> None:
     assert (config.quant_format, config.types, config.calibrate_method) == ("QDQ", "U8S8", "Entropy")
     with pytest.raises(Exception, match="MinMax"):
         SpaceSection(calibrate_method=["minimax"])  # a typo is still refused, with the choices
+
+
+def test_the_table_keeps_to_80_columns_by_moving_the_config_under_its_row() -> None:
+    from quantuna.summary import StudySummary
+
+    config = "static QOperator U8S8 MinMax/50 per-channel [Conv,Gemm] fp32 nodes conv_3,fc"
+    summary = StudySummary(
+        title="'s' (pareto)", facts={}, failures=[], has_front=True,
+        header=["trial", "accuracy (top1)", "performance [ms]", "modelsize [MiB]", "config"],
+        rows=[["fp32", "0.978", "0.03126", "0.5796", "baseline"],
+              ["10", "0.98 (+0.2%)", "0.03352 (+8.2% [+1.2, +12.8])", "0.1512 (-73.9%)", config]])
+    wide = summary.table()
+    assert max(map(len, wide.splitlines())) > 80 and config in wide.splitlines()[-1]
+    narrow = summary.table(80).splitlines()
+    assert max(map(len, narrow)) <= 80, narrow
+    assert narrow[-1] == f"  {config}" and narrow[-2].startswith("10 ")

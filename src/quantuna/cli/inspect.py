@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     result = load_results(args.spec, storage=args.storage)
     if args.format == "table":
-        print(summarize(result).to_text())
+        print(summarize(result).to_text(shutil.get_terminal_size().columns))
         return 0
     payload = show_payload(result)
     print(json.dumps(payload, indent=2))

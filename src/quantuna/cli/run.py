@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker:
         return 0
     warn_mixed_cpus(result.study)
-    print(summarize(result).to_text())
+    print(summarize(result).to_text(shutil.get_terminal_size().columns))
     stopped = [(i, code) for i, code in enumerate(codes) if code]
     if stopped:
         listing = ", ".join(f"worker {i}: " + (f"signal {-c}" if c < 0 else f"exit {c}")
