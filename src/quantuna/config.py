@@ -18,6 +18,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    field_validator,
 )
 
 from quantuna._util import cut, shorten
@@ -27,6 +28,30 @@ Approach = Literal["fp32", "static", "dynamic", "weight_only"]
 # the fields only a weight-only (MatMulNBits) config has, and the ones it never has
 WEIGHT_ONLY_FIELDS = ("bits", "block_size", "accuracy_level", "algorithm")
 WEIGHT_ONLY_OP_TYPES = ("Gather", "MatMul")  # what onnxruntime's MatMulNBits quantizer takes
+
+# Intel Neural Compressor's spellings, accepted as aliases in specs and config files so that its
+# YAML ports without edits (matched case-insensitively; quantuna writes the canonical names)
+INC_ALIASES: dict[str, dict[str, str]] = {
+    "approach": {"static": "static", "dynamic": "dynamic", "fp32": "fp32",
+                 "post_training_static_quant": "static", "post_training_dynamic_quant": "dynamic",
+                 "weight_only": "weight_only"},
+    "quant_format": {"qdq": "QDQ", "qoperator": "QOperator"},
+    "types": {"u8s8": "U8S8", "u8u8": "U8U8", "s8s8": "S8S8"},
+    "calibrate_method": {"minmax": "MinMax", "kl": "Entropy", "entropy": "Entropy",
+                         "percentile": "Percentile"},
+}
+
+
+def canonical(key: str, value: Any) -> Any:
+    """A knob's value in quantuna's spelling (``kl`` -> ``Entropy``, ``qdq`` -> ``QDQ``); lists
+    element by element; anything else unchanged (the schema then refuses it with the choices)."""
+    if isinstance(value, list):
+        return [canonical(key, v) for v in value]
+    if isinstance(value, str):
+        return INC_ALIASES.get(key, {}).get(value.lower(), value)
+    return value
+
+
 NAME = r"^[A-Za-z_][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
 
 
@@ -54,6 +79,11 @@ class _ConfigSchema(BaseModel):
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
     algorithm: Literal["RTN"] | None = None
     graph_optimization: Literal["bert"] | None = None
+
+    @field_validator(*INC_ALIASES, mode="before")
+    @classmethod
+    def _inc_spelling(cls, value: Any, info: Any) -> Any:
+        return canonical(info.field_name, value)
 
 
 def _check_weight_only(values: dict[str, Any]) -> str | None:
@@ -264,6 +294,8 @@ class QuantConfig:
         ]
         parts.extend(flags)
         parts.append("[" + ",".join(self.op_types) + "]")
-        if self.exclude_nodes:
-            parts.append(f"-{len(self.exclude_nodes)} nodes")
+        if self.exclude_nodes:  # named: "-2 nodes" tells a reader nothing
+            names = [n if len(n) <= 24 else n[:23] + "~" for n in self.exclude_nodes[:3]]
+            more = f" +{len(self.exclude_nodes) - 3} more" if len(self.exclude_nodes) > 3 else ""
+            parts.append(f"fp32 nodes {','.join(names)}{more}")
         return " ".join(p for p in parts if p)

@@ -12,6 +12,7 @@ import onnx
 
 from quantuna._util import cut, file_lock, import_reference, sha256_file
 from quantuna.errors import SpecError
+from quantuna.phases import phase
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +134,10 @@ def build_model(path: Path, build: str, *, where: str) -> None:
     with file_lock(path):
         if path.is_file():
             return
-        logger.info("building %s with %s", path, build)
         staged = path.with_name(f".{path.stem}.{os.getpid()}.building{path.suffix}")
         try:
-            builder(staged)
+            with phase(f"building {path.name} with {build} (once)"):
+                builder(staged)
             if staged.is_file():
                 os.replace(staged, path)
         except Exception as exc:

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from quantuna._secrets import remember_url
 from quantuna._util import cut, read_yaml, shorten
+from quantuna.config import INC_ALIASES, canonical
 from quantuna.errors import SpecError
 from quantuna.objective import DEFAULT_RELATIVE, equal_weights
 from quantuna.sections import (
@@ -173,6 +174,11 @@ class SpaceSection(_Strict):
         if value == "auto" or (type(value) is int and value >= 0):
             return value
         raise ValueError("must be auto or a whole number >= 0")
+
+    @field_validator(*INC_ALIASES, mode="before")
+    @classmethod
+    def _inc_spelling(cls, value: Any, info: Any) -> Any:
+        return canonical(info.field_name, value)
 
     @model_validator(mode="after")
     def _values_in_range(self) -> SpaceSection:

@@ -91,18 +91,23 @@ class StudySummary:
     has_front: bool
     best_effort: str = ""
 
-    def table(self) -> str:
-        """The Pareto table as aligned text."""
-        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [self.header, *self.rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+    def table(self, width: int | None = None) -> str:
+        """The Pareto table as aligned text; wider than ``width``, each config goes on its own
+        indented line under its row (so an 80-column terminal does not wrap the table)."""
+        lines = _aligned([self.header, *self.rows])
+        if width is None or max(len(line) for line in lines) <= width or self.header[-1] != "config":
+            return "\n".join(lines)
+        narrow = _aligned([r[:-1] for r in [self.header, *self.rows]])
+        out = narrow[:2]
+        for line, row in zip(narrow[2:], self.rows):
+            out += [line, f"  {row[-1]}"]
+        return "\n".join(out)
 
-    def to_text(self) -> str:
-        """The summary for a terminal."""
+    def to_text(self, width: int | None = None) -> str:
+        """The summary for a terminal (``width``: its columns, see :meth:`table`)."""
         lines = [f"study {self.title}"]
         lines += [f"{key}: {value}" for key, value in self.facts.items()]
-        lines += ["", self.table() if self.has_front else (self.best_effort or NO_FEASIBLE)]
+        lines += ["", self.table(width) if self.has_front else (self.best_effort or NO_FEASIBLE)]
         lines += [f"failed {', '.join(f'#{n}' for n in numbers[:8])}: {reason}"
                   for numbers, reason in self.failures]
         return "\n".join(lines)
@@ -127,6 +132,14 @@ class StudySummary:
 
 
 NO_FEASIBLE = "No trial meets the accuracy target yet."
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as left-aligned columns, two spaces apart, a rule under the first."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 def _latency_fact(result: TuneResult) -> str:

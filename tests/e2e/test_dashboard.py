@@ -2,11 +2,14 @@
 
 The dashboard runs as a real ``quantuna dashboard`` subprocess on a digits study made here, with
 an accuracy criterion strict enough that some trials are infeasible. The browser is Debian's
-Chromium driven by Playwright; its screenshot is saved under ``test-artifacts/``.
+Chromium driven by Playwright; the study page, the note and a trial page are saved as
+screenshots under ``test-artifacts/`` (``dashboard-study.png``, ``dashboard-note.png``,
+``dashboard-trial.png``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ import pytest
 import yaml
 from conftest import ROOT, STUDIES
 
-from quantuna.views.report import INFEASIBLE_NAME
+from quantuna.views.report import FRONT_TITLE, INFEASIBLE_NAME
 
 pytestmark = [
     pytest.mark.slow,
@@ -235,6 +238,11 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     text = page.locator("body").inner_text()
     for name in METRIC_NAMES:
         assert name in text, f"{name!r} is not on the study page"
+    # the study attrs table (5 rows a page) starts with the answers, the artifacts with the front
+    for must in ("Accuracy target", "Export pick", "FP32 baseline", "Feasible trials", "front.png"):
+        assert must in text, f"{must!r} is not on the study page"
+    pick = mixed_study.pick("weighted").trial.number
+    assert f"trial {pick} by Neural Compressor's weighted rule" in text
     # the timeline's legend names the infeasible trials and colours them apart
     legend = page.locator("#graph-timeline .legendtext").all_text_contents()
     assert "Infeasible" in legend, legend
@@ -249,7 +257,7 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     )
     assert ["#cccccc", infeasible] in pareto, pareto
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
     # the feasible-only filter: unticking "Include Infeasible trials" leaves the feasible ones
     page.goto(dashboard + "/smartSelection", wait_until="networkidle")
     page.wait_for_selector("#plot-parallel-coordinate .main-svg", timeout=30_000)
@@ -266,6 +274,65 @@ def test_browser_shows_metric_names_and_infeasible_trials(
     assert page.get_by_text("Best Trial", exact=True).count() == len(best) + 1  # + the detail pane
     assert not errors, errors
     page.close()
+
+
+def _open(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_selector(ready, timeout=30_000)
+    return page, errors
+
+
+def test_browser_note_shows_fp32_the_target_and_the_pick(
+    dashboard: str, browser: Any, mixed_study: Any
+) -> None:
+    """The note: the annotated front as a picture at its top, then the summary."""
+    page, errors = _open(browser, dashboard + "/note", "img[alt='the annotated front']")
+    image = page.locator("img[alt='the annotated front']")
+    page.wait_for_function(
+        "() => document.querySelector(\"img[alt='the annotated front']\").naturalWidth > 600"
+    )
+    assert image.evaluate("img => img.naturalWidth") > 600  # the PNG was served, not a broken icon
+    text = page.locator("body").inner_text()
+    pick = mixed_study.pick("weighted").trial.number
+    for must in ("fp32 baseline", "accuracy target", "export pick",
+                 f"trial {pick} by Neural Compressor's weighted rule", "Feasible Pareto set"):
+        assert must in text, f"{must!r} is not in the note"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-note.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_browser_trial_page_names_values_and_feasibility(
+    dashboard: str, browser: Any, mixed_study: Any
+) -> None:
+    """A trial's page: named values with units, the change against fp32, feasible, its role."""
+    pick = mixed_study.pick("weighted").trial
+    page, errors = _open(browser, f"{dashboard}/trials?numbers={pick.number}",
+                         f"text=Trial {pick.number}")
+    page.wait_for_selector("text=Performance [ms]", timeout=30_000)
+    text = page.locator("body").inner_text()
+    named = [n[:1].upper() + n[1:] for n in METRIC_NAMES]
+    for must in (*named, "vs fp32", "Feasible", "Role", "int8", pick.summary):
+        assert must in text, f"{must!r} is not on trial {pick.number}'s page"
+    # the attr box lists attrs alphabetically and scrolls after a few: the named ones come first
+    keys = sorted(mixed_study.study.trials[pick.number].user_attrs)
+    assert keys[:5] == sorted([*named, "Feasible", "Role"]), keys
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-trial.png"), full_page=True)
+    page.close()
+    fp32 = next(t for t in mixed_study.trials if t.config.is_fp32)  # fp32 is always a trial
+    page, more = _open(browser, f"{dashboard}/trials?numbers={fp32.number}",
+                       f"text=Trial {fp32.number}")
+    page.wait_for_selector("text=Role", timeout=30_000)
+    attrs = mixed_study.study.trials[fp32.number].user_attrs
+    assert attrs["Role"] == "fp32" and attrs["Performance [ms]"].endswith("(+0.0% vs fp32)")
+    assert attrs["Feasible"] == "no: misses the accuracy target"  # the criterion asks more
+    page.close()
+    assert not errors + more, errors + more
 
 
 def test_browser_opens_the_report_without_a_network(
@@ -297,6 +364,7 @@ def test_browser_opens_the_report_without_a_network(
     assert INFEASIBLE_NAME in legend, legend
     assert requested == []
     ARTIFACTS.mkdir(exist_ok=True)
+    assert page.locator("img.front").evaluate("img => img.naturalWidth") > 600
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
     page.close()
 
@@ -326,7 +394,10 @@ def test_report_is_self_contained_with_the_pareto_front(mixed_study: Any, tmp_pa
     assert "Optimisation history" in page and "Parameter importances" in page
     for name in METRIC_NAMES:
         assert name in page
-    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "front.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # the page's picture is the PNG's: the annotated front, drawn once for both
+    assert FRONT_TITLE in page and base64.b64encode(png).decode("ascii") in page
 
 
 def test_report_png_with_kaleido_and_chromium(mixed_study: Any, tmp_path: Path) -> None:

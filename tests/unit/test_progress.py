@@ -1,4 +1,4 @@
-"""The progress bar says when a trial waits for the latency lock and who holds it."""
+"""The progress bar: the latency lock's holder, the phases, one best feasible trial, the budget."""
 
 from __future__ import annotations
 
@@ -27,3 +27,63 @@ def test_without_a_bar_the_wait_is_one_line_on_stderr(capsys) -> None:
     assert capsys.readouterr().err == "waiting for the latency lock held by pid 1, study s\n"
     Progress(enabled=False).lock_wait("pid 1, study s")
     assert capsys.readouterr().err == ""
+
+
+class FakeTrial:
+    def __init__(self, number: int, values: dict[str, float], feasible: bool) -> None:
+        self.number = number
+        self.user_attrs = {"values": values, "feasible": feasible}
+
+
+class FakeStudy:
+    metric_names = ["accuracy (top1)", "performance [ms]", "modelsize [MiB]"]
+    user_attrs = {"quantuna": {"objectives": ["accuracy", "performance", "modelsize"],
+                               "higher_is_better": [True, False, False]}}
+
+    def __init__(self, trials: list[FakeTrial]) -> None:
+        self.trials = trials
+
+    def get_trials(self, deepcopy: bool = False) -> list[FakeTrial]:
+        return self.trials
+
+
+def test_best_feasible_values_come_from_one_trial_with_units() -> None:
+    study = FakeStudy([
+        FakeTrial(0, {"accuracy": 0.99, "performance": 0.05, "modelsize": 0.10}, True),
+        FakeTrial(1, {"accuracy": 0.98, "performance": 0.03, "modelsize": 0.50}, True),
+        FakeTrial(2, {"accuracy": 0.50, "performance": 0.01, "modelsize": 0.01}, False),
+    ])
+    progress = Progress(enabled=True)
+    text = progress.best_text(study)
+    assert text == "best #1: 0.98 top1, 0.03 ms, 0.5 MiB"  # trial 1's own figures, not a mix
+    assert progress.best_text(FakeStudy([])) == "no feasible trial yet"
+
+
+def test_phases_are_lines_before_the_bar_and_its_description_during(capsys) -> None:
+    import logging
+    import time
+
+    from quantuna.cli.progress import PhaseLines
+    from quantuna.phases import phase
+
+    progress = Progress(enabled=True)
+    with PhaseLines(progress):
+        with phase("checking the spec"):
+            pass  # fast: nothing shown
+        with phase("measuring the fp32 baseline"):
+            time.sleep(1.3)
+        assert capsys.readouterr().err == ("quantuna: measuring the fp32 baseline ...\n"
+                                           "quantuna: measuring the fp32 baseline: 1.3 s\n")
+        progress.bar = FakeBar()
+        with phase("calibrating Entropy/200"):
+            assert progress.bar.desc == "calibrating Entropy/200"
+        assert progress.bar.desc == Progress.DESC
+    assert not logging.getLogger("quantuna.phase").handlers
+
+
+def test_a_spent_budget_says_so(capsys) -> None:
+    import optuna
+
+    study = optuna.create_study()
+    Progress(enabled=True).ready(study, 0)
+    assert "budget reached: the study has spent 0 trials" in capsys.readouterr().err

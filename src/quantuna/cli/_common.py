@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -40,6 +41,9 @@ def dispatch(handler: Handler, args: argparse.Namespace) -> int:
     except QuantunaError as exc:
         print(f"quantuna: error: {one_line(exc)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `quantuna show --format json | head`: the reader has what it wanted
+        quiet_stdout()
+        return 0
     except OSError as exc:  # a file that cannot be read or written: the user's to fix
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"quantuna: error: {one_line(OSError(where + (exc.strerror or str(exc))))}",
@@ -48,6 +52,17 @@ def dispatch(handler: Handler, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\n{RESUME_HINT}", file=sys.stderr)
         return 130
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into a closed pipe is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def one_line(exc: BaseException) -> str:

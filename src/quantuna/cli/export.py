@@ -9,21 +9,33 @@ from typing import Any
 
 def add_parsers(sub: Any) -> None:
     """Add ``export SPEC -o OUT [--trial N | --pick RULE] [--model M]`` and ``apply``."""
-    export = sub.add_parser("export", help="write a trial's config (and model) with provenance")
-    export.add_argument("spec", type=Path)
+    export = sub.add_parser("export", help="write a trial's config (and model) with provenance",
+                            description="Write the config of the trial a rule picks (default: "
+                            "Neural Compressor's weighted rule over the feasible front) or of "
+                            "--trial N as YAML with its provenance (versions, sha256s, measured "
+                            "figures); --model also rebuilds the quantized model. A trial that "
+                            "misses the accuracy target needs --allow-infeasible.")
+    export.add_argument("spec", type=Path, help="the study spec (YAML)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the config YAML to write")
     which = export.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, help="export this trial number")
-    which.add_argument("--pick", default="weighted",
+    which.add_argument("--trial", type=int, metavar="N",
+                       help="export this trial number (a complete trial; `quantuna show` lists them)")
+    which.add_argument("--pick", default="weighted", metavar="RULE",
                        help="pick rule: weighted (default, Neural Compressor's), score, best:<objective>")
-    export.add_argument("--model", type=Path, help="also write the quantized model here")
+    export.add_argument("--model", type=Path, metavar="OUT.onnx",
+                        help="also write the quantized model here (rebuilt from the exported config)")
     export.add_argument("--allow-infeasible", action="store_true",
                         help="export a trial that misses the accuracy target (the best effort when "
                              "no trial meets it); without it that is an error and nothing is written")
     export.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
     export.set_defaults(handler=cmd_export)
 
-    apply = sub.add_parser("apply", help="rebuild a quantized model from an exported config")
+    apply = sub.add_parser("apply", help="rebuild a quantized model from an exported config",
+                           description="Quantize an fp32 ONNX model with a config written by "
+                           "`quantuna export` (calibrating with the data it names, or "
+                           "--calibration). With the same model, data and versions the output "
+                           "is the file the trial measured, byte for byte. The config is data: "
+                           "it never runs code without --trust-code.")
     apply.add_argument("config", type=Path, help="a config written by `quantuna export`")
     apply.add_argument("--model", type=Path, required=True, help="the fp32 ONNX model")
     apply.add_argument("-o", "--output", type=Path, required=True, help="the quantized model to write")
@@ -45,6 +57,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_output_path(args.model, where="--model")
     result = load_results(args.spec, storage=args.storage)
+    if args.trial is not None and all(t.number != args.trial for t in result.trials):
+        from quantuna.errors import QuantunaError
+
+        numbers = [t.number for t in result.trials]
+        raise QuantunaError(f"--trial {args.trial} is not a complete trial of the study "
+                            f"(complete: {number_ranges(numbers)})")
     document = export_trial(result, trial=args.trial, rule=args.pick,
                             allow_infeasible=args.allow_infeasible)
     write_export(document, args.output)
@@ -71,3 +89,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
           trust_code=args.trust_code)
     print(f"wrote {args.output} (sha256 {file_sha256(args.output)[:12]})")
     return 0
+
+
+def number_ranges(numbers: list[int], most: int = 12) -> str:
+    """``0-11, 14, 17-19``: trial numbers as ranges, the first ``most`` of them, then ``...``."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in runs]
+    if not shown:
+        return "none yet"
+    return ", ".join(shown[:most]) + (f", ... ({len(numbers)} trials)" if len(shown) > most else "")

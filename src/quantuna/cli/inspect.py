@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 
 def add_parsers(sub: Any) -> None:
     """Add ``validate SPEC`` and ``show SPEC [--storage URL] [--format table|json]``."""
-    validate = sub.add_parser("validate", help="check a spec, its model and data; print the space")
-    validate.add_argument("spec", type=Path)
+    validate = sub.add_parser("validate", help="check a spec, its model and data; print the space",
+                              description="Check everything a run checks before it writes "
+                              "anything (the spec's keys, the model, the data through one real "
+                              "fp32 batch, the metric), then print the model's inputs, the data "
+                              "sizes, the objectives and the search space with its size. Exit "
+                              "status 2 and one line naming the file and key when something is "
+                              "wrong; nothing is written.")
+    validate.add_argument("spec", type=Path, help="the study spec (YAML)")
     validate.set_defaults(handler=cmd_validate)
     show = sub.add_parser("show", help="print a study's baseline, feasible Pareto set and pick",
                           description="The study's summary; --format json adds the pick (with "
                           "feasible and the reason when no trial meets the target), the trial "
                           "counts by state, the units and the storage.")
-    show.add_argument("spec", type=Path)
-    show.add_argument("--storage")
-    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.add_argument("spec", type=Path, help="the study spec (YAML)")
+    show.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    show.add_argument("--format", choices=["table", "json"], default="table",
+                      help="table (default, for a terminal) or json (for scripts)")
     show.set_defaults(handler=cmd_show)
 
 
@@ -86,7 +94,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     result = load_results(args.spec, storage=args.storage)
     if args.format == "table":
-        print(summarize(result).to_text())
+        print(summarize(result).to_text(shutil.get_terminal_size().columns))
         return 0
     payload = show_payload(result)
     print(json.dumps(payload, indent=2))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from quantuna.cli._common import configure_logging, dispatch, non_negative_float, positive_int
-from quantuna.study import attrs
+from quantuna.cli.progress import PhaseLines, Progress
+
+__all__ = ["Progress", "add_parser", "cmd_run", "worker_main"]
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -44,61 +47,6 @@ def worker_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose, optuna_too=True)
     return dispatch(cmd_run, args)
-
-
-class Progress:
-    """A tqdm bar over the remaining trials showing the best feasible values so far."""
-
-    DESC = "best feasible"
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.higher: list[bool] = []
-
-    def ready(self, study: Any, remaining: int) -> None:
-        """Open the bar once the study knows how many trials are left."""
-        if not self.enabled or not remaining:
-            return
-        from tqdm import tqdm
-
-        directions = study.user_attrs.get(attrs.SETUP, {}).get("higher_is_better")
-        names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
-        self.higher = directions or [n == "accuracy" for n in names]
-        self.bar = tqdm(total=remaining, unit="trial", dynamic_ncols=True, file=sys.stderr,
-                        desc=self.DESC)
-
-    def lock_wait(self, holder: str | None) -> None:
-        """Say on the bar that the trial waits for the latency lock, and who holds it."""
-        if self.bar is None:
-            if holder is not None and self.enabled:
-                print(f"waiting for the latency lock held by {holder}", file=sys.stderr)
-            return
-        self.bar.set_description(self.DESC if holder is None else f"waiting for the latency lock "
-                                 f"({holder})", refresh=True)
-
-    def __call__(self, study: Any, trial: Any) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        feasible = [
-            t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get(attrs.FEASIBLE) and attrs.VALUES in t.user_attrs
-        ]
-        if not feasible:
-            self.bar.set_postfix({"feasible": 0}, refresh=False)
-            return
-        names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
-        best = {}
-        for name, higher in zip(names, self.higher):
-            vals = [t.user_attrs[attrs.VALUES][name] for t in feasible]
-            best[name] = f"{(max(vals) if higher else min(vals)):.4g}"
-        self.bar.set_postfix(best, refresh=False)
-
-    def close(self) -> None:
-        """Close the bar (a no-op when none was opened)."""
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -137,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     progress = Progress(enabled=not args.no_progress and not args.worker)
     try:
-        result, codes = _run(args, progress)
+        with PhaseLines(progress):
+            result, codes = _run(args, progress)
     except KeyboardInterrupt:
         if args.worker:  # the parent reports the interruption once
             return 130
@@ -147,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker:
         return 0
     warn_mixed_cpus(result.study)
-    print(summarize(result).to_text())
+    print(summarize(result).to_text(shutil.get_terminal_size().columns))
     stopped = [(i, code) for i, code in enumerate(codes) if code]
     if stopped:
         listing = ", ".join(f"worker {i}: " + (f"signal {-c}" if c < 0 else f"exit {c}")

@@ -42,7 +42,8 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         help="write a self-contained HTML report (and a PNG for CI logs)",
         description=(
             "Write one HTML page that opens without a network: the baseline, the accuracy "
-            "target, the feasible Pareto set, the export pick, and Optuna's plots (Pareto front "
+            "target, the feasible Pareto set, the export pick, the annotated front (fp32, the "
+            "target, the front, the pick circled), and Optuna's interactive plots (Pareto front "
             "with infeasible trials apart, optimisation history, parameter importances). "
             "Needs the extra: pip install 'quantuna[report]'."
         ),
@@ -50,13 +51,13 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("spec", type=Path, help="the study spec (YAML)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
     parser.add_argument(
-        "--png", type=Path, help="also write accuracy against each other objective as a PNG"
+        "--png", type=Path, help="also write the annotated front (the page's picture) as a PNG"
     )
     parser.add_argument(
         "--png-engine",
         choices=["auto", "kaleido", "matplotlib"],
         default="auto",
-        help="how to draw the PNG (auto: kaleido when it works, else matplotlib)",
+        help="auto or matplotlib: the annotated front; kaleido: the plotly trade-off figure",
     )
     parser.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
     parser.set_defaults(handler=cli_report)

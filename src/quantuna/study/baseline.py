@@ -13,6 +13,7 @@ from quantuna.errors import SpecError, TrialError
 from quantuna.metrics import unreachable_bound
 from quantuna.ort.measure import AccuracyTask, Measurement, OnProgress, measure
 from quantuna.ort.quantize import quantize
+from quantuna.phases import phase
 from quantuna.study import attrs
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.session import Session
@@ -63,11 +64,11 @@ def ensure_baseline(study: optuna.Study, session: Session) -> dict[str, Any]:
 
 def measure_fp32(session: Session) -> dict[str, Any]:
     """Measure the session's fp32 model: the baseline record (values, target, host)."""
-    logger.info("measuring the fp32 baseline")
     fp32 = QuantConfig()
     path = quantize(session.model, fp32, session.model_path_for(fp32))
     try:
-        m = measure_model(session, path)
+        with phase("measuring the fp32 baseline"):
+            m = measure_model(session, path)
     except TrialError as exc:
         raise SpecError(f"{session.spec.where}: the fp32 model cannot be measured: {exc}") from None
     finally:

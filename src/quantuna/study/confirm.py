@@ -24,6 +24,7 @@ import optuna
 from quantuna._util import sha256_file
 from quantuna.ort.measure import retime
 from quantuna.ort.quantize import quantize
+from quantuna.phases import phase
 from quantuna.results import LATENCY, TrialResult, TuneResult, collect_results, pareto_front
 from quantuna.study import attrs
 from quantuna.study.session import Session
@@ -80,7 +81,8 @@ def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
             break
         start = time.perf_counter()
         try:
-            record = _measure(session, chosen, settings.rounds)
+            with phase(f"confirming {len(chosen)} trials: re-timing them with fp32"):
+                record = _measure(session, chosen, settings.rounds)
         except Exception as exc:  # noqa: BLE001  (the study's results stand without it)
             logger.warning("the confirm phase failed (%s: %s); reporting the trials' own figures",
                            type(exc).__name__, exc)

@@ -23,6 +23,7 @@ from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
 from quantuna.ort.measure import OnProgress
 from quantuna.ort.quantize import quantize
+from quantuna.phases import phase
 from quantuna.study import attrs
 from quantuna.study.baseline import measure_model
 from quantuna.study.failures import failed_setting_of, record_failed_setting
@@ -45,7 +46,8 @@ def quantize_config(session: Session, config: QuantConfig, seconds: dict[str, fl
     ranges = None
     if config.approach == "static":
         try:
-            got = session.ranges.get(config)
+            with phase(f"calibrating {config.calibrate_method}/{config.calibration_size}"):
+                got = session.ranges.get(config)
         except Exception as exc:
             reason = f"calibration failed: {type(exc).__name__}: {exc}"
             if study is not None:

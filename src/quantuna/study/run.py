@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from quantuna._secrets import redact_url
 from quantuna._util import check_own_dir, check_writable_dir
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.latency import LockWaitHook
+from quantuna.phases import announce, phase
 from quantuna.results import TuneResult, collect_results
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
-from quantuna.study.artifacts import write_study_note
+from quantuna.study.artifacts import reserve_glance, write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
@@ -89,6 +91,7 @@ def record_setup(study: optuna.Study, session: Session, *, fix: str) -> None:
     setup = {"mode": session.mode, "objectives": session.objective_names}
     stored = study.user_attrs.get(attrs.SETUP)
     if stored is None:
+        reserve_glance(study)  # first in the dashboard's study attrs table, filled in at the end
         study.set_user_attr(attrs.SETUP, {**setup, "higher_is_better": session.higher_is_better})
         with experimental_quiet():
             study.set_metric_names(session.metric_names)
@@ -148,8 +151,9 @@ def run_study(
     """
     check_budget(n_trials, timeout)
     spec = load_spec(spec, storage=storage)
-    session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
-                      calibration=calibration, evaluation=evaluation)
+    with phase("checking the spec, the model and the data"):
+        session = prepare(spec, mode=mode, eval_func=eval_func, objectives=objectives,
+                          calibration=calibration, evaluation=evaluation)
     if session.timing is not None and on_lock_wait is not None:
         session = replace(session, timing=replace(session.timing, on_wait=on_lock_wait))
     check_writable_dir(spec.workdir, where=f"{spec.where}: the study's folder")  # before the study
@@ -161,7 +165,8 @@ def run_study(
     spec.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # caches: the user's alone
     record_preparation(study, session)
     baseline = ensure_baseline(study, session)
-    session = ensure_sensitivity(study, session)
+    with phase("ranking node sensitivity") if spec.space.exclude_sensitive_nodes else nullcontext():
+        session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
     remaining = max(0, budget - count_spent(study))
@@ -199,9 +204,17 @@ def record_preparation(study: optuna.Study, session: Session) -> None:
 
 def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
               remaining: int, limit: float | None, callbacks: Sequence[Callback]) -> None:
+    said: list[bool] = []
+
     def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if count_spent(study) >= budget:  # other workers count toward the same budget
             study.stop()
+        elif (not said and isinstance(trial.user_attrs.get(attrs.REUSED_FROM), int)
+              and space_exhausted(study, session)):
+            said.append(True)
+            announce(f"the space is exhausted: all its {len(session.space.distinct_configs())} "
+                     f"distinct configs are measured; the rest of the budget ({budget} trials) "
+                     "only reuses them (Ctrl-C stops; the study is complete)")
 
     interrupt = Interrupt()
     with interrupt.installed():
@@ -215,6 +228,14 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
         )
     if interrupt.requested:
         raise KeyboardInterrupt
+
+
+def space_exhausted(study: optuna.Study, session: Session) -> bool:
+    """Whether every distinct config of the space has a finished trial (only a repeat, which the
+    distinct-config sampler draws when nothing else is left, asks: enumerating costs)."""
+    done = {t.user_attrs.get(attrs.CONFIG_KEY) for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished()}
+    return all(c.key() in done for c in session.space.distinct_configs())
 
 
 def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None = None, *,

@@ -60,7 +60,8 @@ def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
                   seconds: dict[str, float], source: Any) -> NoReturn:
     """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
     set_constraint(trial, constraint)
-    set_user_attrs(trial, {attrs.STOP_REASON: reason, attrs.CONSTRAINT: constraint,
+    set_user_attrs(trial, {attrs.FEASIBLE_SHOWN: "no: stopped early, the target is out of reach",
+                           attrs.STOP_REASON: reason, attrs.CONSTRAINT: constraint,
                            attrs.FEASIBLE: False, attrs.REUSED_FROM: source, attrs.SECONDS: seconds})
     raise optuna.TrialPruned(reason)
 
@@ -126,6 +127,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         relative = {k: _ratio(v, base_values.get(k)) for k, v in values.items()}
         if latency is not None and "performance" in relative:
             relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
+        _record_named(trial, session, values, relative, config, constraint <= 0)
         set_user_attrs(trial, {  # one transaction
             attrs.VALUES: values,
             attrs.RELATIVE: relative,
@@ -159,6 +161,15 @@ def _early_stop_allowed(study: optuna.Study, session: Session, baseline: dict[st
 def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, Any]) -> None:
     set_user_attrs(trial, {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
                            attrs.SUMMARY: config.summary(), **facts})  # one transaction
+
+
+def _record_named(trial: optuna.Trial, session: Session, values: dict[str, float],
+                  relative: dict[str, float | None], config: QuantConfig, feasible: bool) -> None:
+    """The short flat attrs a person reads in the dashboard (see :func:`attrs.named_values`)."""
+    trial.set_user_attr(attrs.ROLE, "fp32" if config.is_fp32 else "int8")
+    trial.set_user_attr(attrs.FEASIBLE_SHOWN, "yes" if feasible else "no: misses the accuracy target")
+    for key, value in attrs.named_values(values, relative, session.objective_label).items():
+        trial.set_user_attr(key, value)
 
 
 def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:

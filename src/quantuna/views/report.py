@@ -1,7 +1,9 @@
 """``write_report()``: a study as one self-contained HTML page, and optionally a PNG for CI logs.
 
 The page holds the study's summary (baseline, accuracy target, feasible Pareto set, the trial the
-export would pick) and Optuna's own plots: the Pareto front with feasible and infeasible trials
+export would pick), the annotated front (:func:`quantuna.frontplot.front_png`, the same picture
+as the study note's and ``--png``'s: fp32, the target, the connected feasible front, infeasible
+trials faint, the export pick circled and named), and Optuna's own interactive plots: the Pareto front with feasible and infeasible trials
 apart, the optimisation history of each objective and the parameter importances. plotly.js is
 inlined, so the page opens without a network.
 
@@ -14,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
 import logging
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from quantuna._util import atomic_write
+from quantuna.errors import QuantunaError
+from quantuna.frontplot import front_png
 from quantuna.results import TuneResult
 from quantuna.summary import NO_FEASIBLE, objective_labels, summarize
 from quantuna.views.tradeoff import require_plotly, tradeoff_figure, write_png
@@ -138,10 +143,11 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
 th { background: #f2f2f2; }
-dt { font-weight: bold; float: left; clear: left; width: 9em; }
-dd { margin-left: 10em; margin-bottom: 0.3em; }
+dt { font-weight: bold; float: left; clear: left; width: 12em; }
+dd { margin-left: 13em; margin-bottom: 0.3em; }
 section { margin-top: 2em; }
 .note { color: #666; font-style: italic; }
+img.front { max-width: 100%; }
 """
 
 
@@ -158,6 +164,21 @@ def _summary_html(result: TuneResult) -> str:
     if not summary.has_front:
         table += f'<p class="note">{html.escape(summary.best_effort or NO_FEASIBLE)}</p>'
     return f"<dl>{facts}</dl><h2>Feasible Pareto set</h2>{table}"
+
+
+FRONT_TITLE = "Accuracy against cost: fp32, the target, the front and the pick"
+
+
+def _front_html(result: TuneResult) -> str:
+    """The annotated front as an inlined PNG (the same bytes ``--png`` writes)."""
+    if not result.trials:
+        return ""
+    try:
+        data = base64.b64encode(front_png(result)).decode("ascii")
+    except QuantunaError as exc:
+        return f'<section><h2>{FRONT_TITLE}</h2><p class="note">{html.escape(str(exc))}</p></section>'
+    return (f'<section><h2>{FRONT_TITLE}</h2><img class="front" alt="the annotated front" '
+            f'src="data:image/png;base64,{data}"></section>')
 
 
 def render_html(result: TuneResult) -> str:
@@ -182,7 +203,8 @@ def render_html(result: TuneResult) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>quantuna report: {html.escape(name)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>quantuna study {html.escape(name)}</h1>{_summary_html(result)}{''.join(parts)}"
+        f"<h1>quantuna study {html.escape(name)}</h1>{_summary_html(result)}{_front_html(result)}"
+        f"{''.join(parts)}"
         f'<p class="note">written {stamp} by quantuna {__version__}</p></body></html>\n'
     )
 
@@ -195,8 +217,9 @@ def write_report(
     Args:
         result: a :class:`~quantuna.results.TuneResult` (``quantuna.tune`` or ``load_results``).
         out: the HTML file to write.
-        png: also write the Pareto front (weighted mode: the history) as a PNG here.
-        png_engine: ``auto`` (kaleido, else matplotlib), ``kaleido`` or ``matplotlib``.
+        png: also write the annotated front (the page's picture) as a PNG here.
+        png_engine: ``auto`` or ``matplotlib`` (the annotated front), or ``kaleido`` (the
+            plotly trade-off figure).
 
     Returns:
         The HTML file written.

@@ -2,7 +2,7 @@
 
 One panel per objective besides accuracy, with the infeasible trials grey, the feasible Pareto
 trials labelled, the fp32 baseline and the accuracy target. The HTML report embeds the plotly
-figure; ``write_png`` draws the same for CI logs (kaleido when it works, else matplotlib).
+figure below the annotated front; ``write_png`` writes that front (or this figure with kaleido).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from quantuna._util import atomic_write
 from quantuna.errors import QuantunaError
+from quantuna.frontplot import front_png
 from quantuna.results import TuneResult
 from quantuna.summary import objective_labels
 
@@ -29,33 +31,30 @@ def require_plotly() -> None:
 
 
 def write_png(result: TuneResult, png: Path, *, engine: str = "auto") -> str:
-    """Write the trade-off picture for CI logs: accuracy against each other objective.
+    """Write the picture for CI logs.
 
-    One panel per objective besides accuracy, with the infeasible trials grey, the feasible
-    Pareto trials labelled, the fp32 baseline and the accuracy target (see
-    :func:`tradeoff_figure`); it also shows a weighted study's objectives.
+    ``auto`` and ``matplotlib`` write the annotated front (:func:`quantuna.frontplot.front_png`:
+    the same bytes as the HTML report's picture and the study note's); ``kaleido`` exports the
+    plotly :func:`tradeoff_figure` (it drives a local Chrome or Chromium).
 
     Args:
         result: a :class:`~quantuna.results.TuneResult`.
         png: the file to write.
-        engine: ``kaleido`` (plotly's exporter; it drives a local Chrome or Chromium),
-            ``matplotlib``, or ``auto``: kaleido when it works, else matplotlib.
+        engine: ``auto``, ``matplotlib`` or ``kaleido``.
 
     Returns:
         The engine that wrote the file.
     """
     if engine not in ("auto", "kaleido", "matplotlib"):
         raise QuantunaError(f"PNG engine {engine!r}: use auto, kaleido or matplotlib")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    if engine in ("auto", "kaleido"):
+    if engine == "kaleido":
+        png.parent.mkdir(parents=True, exist_ok=True)
         try:
             _png_kaleido(result, png)
-            return "kaleido"
         except Exception as exc:  # kaleido missing, or no browser for it to drive
-            if engine == "kaleido":
-                raise QuantunaError(f"kaleido could not write {png}: {exc}") from exc
-            logger.info("kaleido could not write the PNG (%s); using matplotlib", exc)
-    _png_matplotlib(result, png)
+            raise QuantunaError(f"kaleido could not write {png}: {exc}") from exc
+        return "kaleido"
+    atomic_write(png, front_png(result))
     return "matplotlib"
 
 
@@ -168,53 +167,3 @@ def _png_kaleido(result: TuneResult, png: Path) -> None:
 def _png_title(result: TuneResult) -> str:
     name = result.session.spec.name if result.session is not None else result.study.study_name
     return f"{name}: accuracy vs cost (dashed: accuracy target)"
-
-
-def _png_matplotlib(result: TuneResult, png: Path) -> None:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise QuantunaError(f"matplotlib is not installed: {REPORT_EXTRA}") from None
-    panels = _panels(result)
-    fig = Figure(figsize=(5.6 * len(panels), 5.2), dpi=100, layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
-        if panel.baseline is not None:
-            ax.scatter(
-                [panel.baseline[0]],
-                [panel.baseline[1]],
-                c="black",
-                marker="*",
-                s=150,
-                label="fp32",
-                zorder=1,
-            )
-        for kind, pts in panel.points.items():
-            label, colour, marker = _STYLE[kind]
-            ax.scatter(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                c=colour,
-                marker=marker,
-                label=label,
-                zorder=2,
-            )
-            if kind == "pareto":
-                for x, y, number in pts:
-                    ax.annotate(
-                        f"#{number}",
-                        (x, y),
-                        textcoords="offset points",
-                        xytext=(0, 6),
-                        ha="center",
-                        fontsize=8,
-                    )
-        if panel.target is not None:
-            ax.axhline(panel.target, color="#555", linestyle="--", linewidth=1)
-        ax.set_xlabel(panel.x_label)
-        ax.set_ylabel(panel.y_label)
-        ax.set_title(panel.x_label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(_png_title(result))
-    fig.savefig(str(png))

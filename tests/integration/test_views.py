@@ -1,0 +1,103 @@
+"""What a person sees of a finished study: the annotated front and the study note's picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import tiny_spec, write_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture()
+def tiny_result(tiny_dir: Path) -> Any:
+    import quantuna
+
+    spec = tiny_spec(tiny_dir)
+    spec["tuning"] = {**spec["tuning"], "exit_policy": {"max_trials": 5}}
+    return quantuna.tune(write_spec(tiny_dir, spec))
+
+
+def test_front_panels_put_each_trial_in_one_kind_and_fp32_apart(tiny_result: Any) -> None:
+    from quantuna.frontplot import panels
+
+    shown = panels(tiny_result)
+    others = [n for n in tiny_result.objective_names if n != "accuracy"]
+    assert [p.name for p in shown] == others
+    fp32 = {t.number for t in tiny_result.trials if t.config.is_fp32}
+    assert fp32, "fp32 is a trial of every study"
+    for panel in shown:
+        numbers = [p[2] for p in panel.front + panel.feasible + panel.infeasible]
+        assert sorted(numbers) == sorted(t.number for t in tiny_result.trials if t.number not in fp32)
+        assert {p[2] for p in panel.front} == {t.number for t in tiny_result.pareto} - fp32
+        assert panel.fp32 is not None and "[" in panel.x_label  # a unit on the axis
+
+
+def test_front_labels_never_overlap() -> None:
+    from matplotlib.figure import Figure
+
+    from quantuna.frontplot import _Labels, _overlap
+
+    ax = Figure(figsize=(4, 3), dpi=100).subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    labels = _Labels(ax)
+    for i in range(8):  # eight points on top of each other
+        labels.add(f"#{i}", (0.5, 0.5))
+    boxes = labels.boxes
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_note_starts_with_the_front_picture_stored_as_a_study_artifact(tiny_result: Any) -> None:
+    pytest.importorskip("optuna_dashboard")
+    from optuna_dashboard._note import get_note_from_system_attrs  # noqa: PLC2701
+
+    from quantuna._compat import study_id
+    from quantuna.study.artifacts import FRONT_ARTIFACT, artifact_store
+
+    study = tiny_result.study
+    system = study._storage.get_study_system_attrs(study_id(study))  # noqa: SLF001
+    note = get_note_from_system_attrs(system, None)["body"]
+    first = note.splitlines()[0]
+    assert first.startswith("![the annotated front](/artifacts/"), first
+    metas = optuna.artifacts.get_all_artifact_meta(study)
+    png = [m for m in metas if m.filename == FRONT_ARTIFACT]
+    assert png and first.endswith(f"/{png[-1].artifact_id})")
+    with artifact_store(tiny_result.session.spec).open_reader(png[-1].artifact_id) as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_study_answers_at_a_glance_in_short_study_attrs(tiny_result: Any) -> None:
+    pytest.importorskip("optuna_dashboard")
+    shown = tiny_result.study.user_attrs
+    assert list(shown)[:4] == ["Accuracy target", "Export pick", "FP32 baseline", "Feasible trials"]
+    pick = tiny_result.pick("weighted").trial.number
+    assert shown["Export pick"].startswith(f"trial {pick} by")
+    assert shown["Accuracy target"].startswith(">= ") and "accuracy (top1)" in shown["FP32 baseline"]
+
+
+def test_the_line_joins_only_the_panels_own_front() -> None:
+    from quantuna.frontplot import panel_front
+
+    points = [(0.03, 0.978, 8), (0.032, 0.980, 0), (0.046, 0.978, 5), (0.02, 0.97, 3)]
+    assert [p[2] for p in panel_front(points)] == [3, 8, 0]  # #5 is behind #0 here
+
+
+def test_a_budget_larger_than_the_space_says_when_it_is_exhausted(
+    tiny_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from quantuna.study.run import run_study
+
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"approach": ["dynamic"]}
+    spec["tuning"] = {**spec["tuning"], "exit_policy": {"max_trials": 12}}
+    with caplog.at_level(logging.INFO, logger="quantuna.phase"):
+        result = run_study(write_spec(tiny_dir, spec))
+    distinct = len(result.session.space.distinct_configs())
+    assert distinct < len(result.study.trials) == 12  # the budget holds (workers share it)
+    assert caplog.text.count(f"the space is exhausted: all its {distinct} distinct configs") == 1
