@@ -181,7 +181,7 @@ def test_workers_share_one_budget_baseline_and_measurements(
     assert all(code == 0 for code, _ in results), output
     assert "Traceback" not in output
     assert SECRET not in output
-    assert output.count("measuring the fp32 baseline") == 1, output
+    assert output.count("measuring the fp32 baseline ...") == 1, output
 
     study = _load(storage_url, spec)
     states = [t.state for t in study.trials]

@@ -75,7 +75,7 @@ def test_two_processes_run_one_user_study_through_study_optimize(tiny_dir: Path,
     workers = [_start(tiny_dir, spec, user_url, 10) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
-    assert "\n".join(outputs).count("measuring the fp32 baseline") == 1  # once per study
+    assert "\n".join(outputs).count("measuring the fp32 baseline ...") == 1  # once per study
     study = optuna.load_study(study_name="shared", storage=_user_storage(user_url))
     assert 10 <= len(study.trials) <= 12  # each worker may start one trial past the callback's count
     assert all(t.state.is_finished() for t in study.trials)

@@ -154,6 +154,8 @@ class PhaseLines(logging.Handler):
 
         logger = logging.getLogger(LOGGER)
         self.saved = (logger.level, logger.propagate)
+        if not self.progress.enabled:  # --no-progress, workers: phases stay plain log records (-v)
+            return self
         logger.setLevel(logging.INFO)
         logger.propagate = False  # shown here, not again as an INFO log line
         logger.addHandler(self)
@@ -163,6 +165,6 @@ class PhaseLines(logging.Handler):
         from quantuna.phases import LOGGER
 
         logger = logging.getLogger(LOGGER)
-        logger.removeHandler(self)
+        logger.removeHandler(self)  # (a no-op when it was never added)
         logger.setLevel(self.saved[0])
         logger.propagate = self.saved[1]
