@@ -157,7 +157,8 @@ class PhaseLines(logging.Handler):
         if not self.progress.enabled:  # --no-progress, workers: phases stay plain log records (-v)
             return self
         logger.setLevel(logging.INFO)
-        logger.propagate = False  # shown here, not again as an INFO log line
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:  # -v keeps the log lines too
+            logger.propagate = False  # shown here, not again as an INFO log line
         logger.addHandler(self)
         return self
 
