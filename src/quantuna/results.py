@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from quantuna.config import QuantConfig
-from quantuna.errors import QuantunaError
+from quantuna.errors import QuantunaError, SpecError
 from quantuna.front import Point, reported_front
 from quantuna.objective import MultiObjective
 from quantuna.study import attrs
@@ -365,6 +365,8 @@ def collect_results(study: optuna.Study, session: Session, cpu: str | None = Non
     )
     if LATENCY in result.objective_names:
         result = _on_one_cpu(result, cpu, confirm_cpu, threads)
+    elif cpu is not None:
+        raise SpecError(f"--cpu {cpu!r}: the study has no performance objective, so no latency to compare")
     result.pareto = pareto_front(result.comparable, result.objective_names, result.higher_is_better)
     return result
 

@@ -14,6 +14,7 @@ from typing import Any
 from quantuna._secrets import redact_url
 from quantuna.results import LATENCY, Pick, TrialResult, TuneResult
 from quantuna.study import attrs
+from quantuna.study.cpus import cpu_of
 
 
 def format_value(value: Any) -> str:
@@ -150,6 +151,10 @@ def _latency_fact(result: TuneResult) -> str:
     how = (f"median of {p.timed_rounds} rounds x {p.runs_per_round} runs, each round interleaved with "
            "fp32; +x% [95 % interval] is the ratio to fp32") if p is not None else ""
     confirmed = result.confirmed
+    elsewhere = cpu_of(confirmed or {}, p.threads if p is not None else None)
+    if confirmed and result.cpus is not None and elsewhere not in (None, result.cpus.reference):
+        assert elsewhere is not None
+        return f"{how}; not confirmed on this CPU (the confirm phase ran on {elsewhere.label}): the trials' own figures"
     if confirmed:
         shown = sorted(t.number for t in result.pareto if t.confirmed)
         numbers = ", ".join(str(n) for n in shown) or "none of the front"

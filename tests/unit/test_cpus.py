@@ -15,7 +15,7 @@ import pytest
 
 from quantuna.cli.progress import Progress
 from quantuna.config import QuantConfig
-from quantuna.errors import QuantunaError
+from quantuna.errors import SpecError
 from quantuna.results import collect_results, pareto_front
 from quantuna.study import attrs
 from quantuna.study.confirm import _tagged, candidates
@@ -137,9 +137,9 @@ def test_the_other_cpus_front_is_one_option_away() -> None:
         assert result.cpus.fp32_ms == pytest.approx(0.2)
         assert summarize(result).rows[0][2] == "0.2"
         assert "3 trials" in summarize(result).facts["cpus"]
-    with pytest.raises(QuantunaError, match="matches several CPUs"):
+    with pytest.raises(SpecError, match="matches several CPUs"):  # an input error: exit 2
         collect_results(study, session(), cpu="xeon")
-    with pytest.raises(QuantunaError, match="names no CPU that timed a trial.*EPYC|names no CPU"):
+    with pytest.raises(SpecError, match=f"names no CPU that timed a trial; the study's CPUs: .*{plain.id}"):
         collect_results(study, session(), cpu="EPYC")
 
 
@@ -160,6 +160,10 @@ def test_this_host_and_the_confirm_phase_decide_the_reference(host: dict[str, An
     assert {t.number for t in result.comparable} == {0, 1, 2, 3, 5}
     assert result.cpus.fp32_ms == 0.048 and summarize(result).rows[0][2] == "0.048"
     assert [t.number for t in result.pareto] == [1, 2, 5]
+    other = collect_results(study, session(), cpu="(avx2; 1")  # the confirm phase did not run there
+    assert "not confirmed on this CPU (the confirm phase ran on Xeon Gold 6230 (avx2, avx512f" in \
+        summarize(other).facts["latency"]
+    assert [t.number for t in other.pareto] == [4]  # 5's figures are VNNI's now
 
 
 def test_a_reused_measurement_belongs_to_the_cpu_that_timed_it() -> None:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantuna.errors import QuantunaError
+from quantuna.errors import SpecError
 from quantuna.study import attrs
 
 MEASURED_ON = "measured_on"  # a confirmed figure's CPU facts (cpu, cpu_isa, threads)
@@ -138,7 +138,11 @@ class CpuView:
 
 
 def find_cpu(query: str, cpus: Iterable[Cpu]) -> Cpu:
-    """The CPU ``query`` names: its id (or a prefix of it), or a part of its label."""
+    """The CPU ``query`` names: its id (or a prefix of it), or a part of its label.
+
+    Raises:
+        SpecError: it names none or several (an input error: exit 2), listing the CPUs.
+    """
     known = sorted(set(cpus))
     q = query.strip().lower()
     hits = [c for c in known if c.id.startswith(q)] or [c for c in known if q and q in c.label.lower()]
@@ -146,7 +150,7 @@ def find_cpu(query: str, cpus: Iterable[Cpu]) -> Cpu:
         return hits[0]
     listing = "; ".join(f"{c.id}: {c.label}" for c in known) or "none (no trial has a latency)"
     what = "matches several CPUs" if hits else "names no CPU that timed a trial"
-    raise QuantunaError(f"--cpu {query!r} {what}; the study's CPUs: {listing}")
+    raise SpecError(f"--cpu {query!r} {what}; the study's CPUs: {listing}")
 
 
 def choose(trials: Mapping[Cpu, int], *, asked: str | None = None, confirmed: Cpu | None = None,
