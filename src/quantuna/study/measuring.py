@@ -101,6 +101,8 @@ def measure_file(session: Session, path: Path, seconds: dict[str, float], record
     seconds.update(m.seconds)
     if m.throughput is not None:
         record(attrs.THROUGHPUT, m.throughput)
+    if m.footprint_method is not None:
+        record(attrs.FOOTPRINT_METHOD, m.footprint_method)
     return m.values, (m.latency.to_dict() if m.latency is not None else None)
 
 
