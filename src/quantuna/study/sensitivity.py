@@ -178,9 +178,11 @@ def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
 
 def spread_configs(session: Session, start: QuantConfig) -> list[QuantConfig]:
     """``start`` with an outlier-resistant calibration (the space's lowest ``Percentile``, else
-    ``Entropy``), then with one op type alone int8 for each op type with a knob: the points a
-    search otherwise finds late (bad calibration data; fronts whose ends quantize one op type).
-    Configs outside the space are skipped when enqueued."""
+    ``Entropy``), then in the space's other static format (QDQ <-> QOperator: a different file
+    size and other kernels), then with one op type alone int8 for each op type with a knob: the
+    points a search otherwise finds late (bad calibration data; the format that is smaller or
+    faster on this CPU; fronts whose ends quantize one op type). Configs outside the space are
+    skipped when enqueued."""
     space = session.spec.space
     configs = []
     if start.approach == "static" and start.calibrate_method == "MinMax":
@@ -188,6 +190,8 @@ def spread_configs(session: Session, start: QuantConfig) -> list[QuantConfig]:
             configs.append(replace(start, calibrate_method="Percentile", percentile=min(space.percentile)))
         elif "Entropy" in space.calibrate_method:
             configs.append(replace(start, calibrate_method="Entropy"))
+    if start.approach == "static":
+        configs += [replace(start, quant_format=f) for f in space.quant_format if f != start.quant_format][:1]
     knobs = [op for op, values in session.space.op_knobs.items() if "fp32" in values]
     if len(start.op_types) > 1:
         op_of = dict(session.space.sensitive)
