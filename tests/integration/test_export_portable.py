@@ -177,3 +177,16 @@ def test_format_1_exports_with_absolute_paths_still_apply(study: tuple[Path, int
     old.write_text(yaml.safe_dump(data, sort_keys=False))
     quantuna.apply(old, project / "tiny.onnx", out=tmp_path / "moved.onnx", search_path=[moved])
     assert file_sha256(tmp_path / "moved.onnx") == study[2]
+
+
+def test_the_committed_example_export_applies_from_the_repository(tmp_path: Path) -> None:
+    example = ROOT / "docs" / "example-export.yaml"
+    text = example.read_text()
+    assert "/work" not in text and "exported" not in text and str(ROOT) not in text
+    document = yaml.safe_load(text)
+    out = tmp_path / "digits.int8.onnx"
+    quantuna.apply(example, out=out)  # the model and data it names, relative to docs/
+    from quantuna.export import versions
+
+    if document["provenance"]["versions"] == versions():  # same versions: the same bytes
+        assert file_sha256(out) == document["provenance"]["quantized_model"]["sha256"]
