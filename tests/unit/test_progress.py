@@ -173,3 +173,24 @@ def test_off_a_terminal_or_without_progress_no_spinner_is_drawn(monkeypatch: pyt
     with PhaseLines(off), phase("measuring the fp32 baseline"):
         time.sleep(0.05)
     assert off.status is None and tty.getvalue() == ""
+
+
+def test_log_records_go_above_the_open_bar_and_the_handlers_get_their_streams_back() -> None:
+    """``-v``: a log record while the bar is open is a line of its own above the bar (never
+    glued to the bar's line), and closing the bar gives the handler its own stream back."""
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = Progress(enabled=True, stream=stream)
+        progress.ready(FakeStudy([]), 3)
+        logging.getLogger("quantuna.test").warning("a record while the bar is open")
+        progress.close()
+        assert handler.stream is stream
+    finally:
+        root.removeHandler(handler)
+    lines = re.split(r"[\r\n]", stream.getvalue())
+    assert "a record while the bar is open" in lines  # the whole line, nothing of the bar on it

@@ -75,6 +75,7 @@ class Progress:
         self.higher = directions or [n == "accuracy" for n in names]
         self.bar = tqdm(total=remaining, unit="trial", file=self.stream, desc=self.DESC,
                         bar_format=BAR_FORMAT)
+        self.routed = _route_logs_above(self.bar, self.stream)
 
     def phase(self, name: str, event: str, seconds: float | None, ok: bool = True) -> None:
         """Show a phase of the library: the bar's description, or the status line or a line
@@ -175,8 +176,47 @@ class Progress:
         """Close the bar and stop the status line (no-ops when neither was opened)."""
         if self.status is not None:
             self.status.close()
+        self.unroute()
         if self.bar is not None:
             self.bar.close()
+
+    def unroute(self) -> None:
+        """Give the log handlers back the streams they had before the bar opened (idempotent)."""
+        for handler, stream in reversed(getattr(self, "routed", [])):
+            handler.setStream(stream)
+        self.routed = []
+
+
+class _AboveBar:
+    """A log handler's stream while the bar is open: each line goes above the bar (tqdm.write),
+    so ``-v`` log records never land on top of it."""
+
+    def __init__(self, bar: Any, real: Any) -> None:
+        self.bar, self.real, self.pending = bar, real, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.bar.write(line, file=self.real)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the real stream's
+        return getattr(self.real, name)
+
+
+def _route_logs_above(bar: Any, stream: Any) -> list[tuple[logging.StreamHandler[Any], Any]]:
+    """Point the handlers of the root logger and of optuna's (which does not propagate) that
+    write where the bar draws at :class:`_AboveBar`; returns (handler, its stream) to put back
+    when the bar closes."""
+    routed = []
+    for handler in logging.getLogger().handlers + logging.getLogger("optuna").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (stream, sys.stderr):
+            routed.append((handler, handler.setStream(_AboveBar(bar, stream))))
+    return routed
 
 
 def _is_tty(stream: Any) -> bool:
@@ -233,6 +273,7 @@ class PhaseLines(logging.Handler):
         from quantuna.phases import LOGGER
 
         logger = logging.getLogger(LOGGER)
+        self.progress.unroute()  # before the handlers get their own streams back
         logger.removeHandler(self)  # (a no-op when it was never added)
         logger.setLevel(self.saved[0])
         logger.propagate = self.saved[1]
