@@ -13,7 +13,7 @@ from quantuna.metrics import BUILTIN_METRICS, best_reachable
 from quantuna.study.budget import count_spent
 from quantuna.study.run import load_results, run_study
 from quantuna.study.trial import find_measured
-from quantuna.summary import summarize
+from quantuna.summary import show_payload, summarize
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -63,6 +63,27 @@ def test_hopeless_trials_stop_before_the_end_and_complete_as_infeasible(tiny_dir
     assert not {t.number for t in stopped} & {t.number for t in result.pareto}
     assert result.pick().feasible and result.pick().trial.number == fp32
     assert count_spent(result.study) == 4
+    payload = show_payload(result)
+    assert payload["trials"] == {"COMPLETE": 4} and payload["stopped_early"] == len(stopped)
+    assert f"{len(stopped)} stopped early as hopeless" in summarize(result).facts["trials"]
+
+
+def test_in_weighted_mode_a_stopped_trial_has_its_score_and_is_never_the_best(tiny_dir: Path) -> None:
+    np.savez(tiny_dir / "calib.npz", x=np.zeros((40, 1, 4, 4), np.float32))
+    spec = tiny_spec(tiny_dir)
+    spec["data"]["evaluation"]["batch_size"] = 10
+    spec["tuning"]["mode"] = "weighted"
+    spec["tuning"]["accuracy_criterion"] = {"relative": 0.0}
+    spec["space"] = {"approach": ["static"], "op_types": {"Conv": ["int8", "fp32"], "Gemm": ["int8", "fp32"]}}
+    result = run_study(write_spec(tiny_dir, spec), n_trials=4)
+    stopped = [t for t in result.study.trials if "stop_reason" in t.user_attrs]
+    assert stopped
+    for trial in stopped:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.value == pytest.approx(trial.user_attrs["weighted_ratio_score"])
+        assert trial.constraints["accuracy"] > 0
+    assert result.study.best_trial.user_attrs["feasible"] is True  # Optuna's best: feasible only
+    assert result.pick("score").trial.number not in {t.number for t in stopped}
 
 
 def test_a_repeat_of_a_stopped_trial_reuses_its_verdict(tiny_dir: Path) -> None:
