@@ -228,7 +228,7 @@ def test_workers_stop_when_the_space_is_exhausted_and_say_so(
 def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
     tiny_dir: Path, storage_url: str
 ) -> None:
-    budget = 6
+    budget = 4  # below the space's 5 configs: the budget, not the space, ends the study
     spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
     worker = _start("run", spec, "--storage", storage_url, "--no-progress", cwd=tiny_dir)
     busy = tiny_dir / f"busy-{worker.pid}"
@@ -279,7 +279,7 @@ def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_every_job_and_the_same_command_resumes(tiny_dir: Path, presses: int) -> None:
     """Once: the workers end their running trial; twice 0.15 s apart: they are killed at once."""
-    budget = 6
+    budget = 4  # below the space's 5 configs: the budget, not the space, ends the study
     spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
     url = f"sqlite:///{tiny_dir / 'jobs.db'}"
     parent = _start("run", spec, "--storage", url, "--jobs", 2, "--no-progress", cwd=tiny_dir)
