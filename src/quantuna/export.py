@@ -198,6 +198,7 @@ def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "w
             "reason": said["reason"] or None,
             "latency": chosen.latency,
             "latency_confirmed": chosen.confirmed,
+            "latency_cpu": None if chosen.cpu is None else chosen.cpu.label,
             "constraint": chosen.constraint,
             "model_sha256": chosen.model_sha256,
             "baseline": result.baseline.get("values", {}),

@@ -56,7 +56,7 @@ def panels(result: TuneResult) -> list[Panel]:
     out = []
     for name in [n for n in result.objective_names if n != "accuracy"]:
         panel = Panel(name, labels.get(name, name), y_label)
-        for t in result.trials:
+        for t in result.comparable:  # latencies of one CPU only (see quantuna.study.cpus)
             if t.config.is_fp32 or name not in t.values:
                 continue  # fp32 is drawn once, as the star
             point = (float(t.values[name]), float(t.values["accuracy"]), t.number)
@@ -180,7 +180,9 @@ def front_png(result: TuneResult, *, width: float = 5.6, dpi: int = 100) -> byte
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8)
     name = result.session.spec.name if result.session is not None else result.study.study_name
-    fig.suptitle(f"{name}: accuracy against cost ({len(result.trials)} trials, {result.mode})")
+    where = (f" timed on {result.cpus.reference.label}" if result.cpus is not None and result.cpus.mixed
+             else "")
+    fig.suptitle(f"{name}: accuracy against cost ({len(result.comparable)} trials{where}, {result.mode})")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from quantuna.cli._common import add_cpu_argument
+
 
 def add_parsers(sub: Any) -> None:
     """Add ``export SPEC -o OUT [--trial N | --pick RULE] [--model M]`` and ``apply``."""
@@ -28,6 +30,7 @@ def add_parsers(sub: Any) -> None:
                         help="export a trial that misses the accuracy target (the best effort when "
                              "no trial meets it); without it that is an error and nothing is written")
     export.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    add_cpu_argument(export)
     export.set_defaults(handler=cmd_export)
 
     apply = sub.add_parser("apply", help="rebuild a quantized model from an exported config",
@@ -56,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output_path(args.output, where="-o")  # before any work
     if args.model is not None:
         check_output_path(args.model, where="--model")
-    result = load_results(args.spec, storage=args.storage)
+    result = load_results(args.spec, storage=args.storage, cpu=args.cpu)
     if args.trial is not None and all(t.number != args.trial for t in result.trials):
         from quantuna.errors import QuantunaError
 

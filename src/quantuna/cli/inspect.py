@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from quantuna.cli._common import add_cpu_argument
+
 
 def add_parsers(sub: Any) -> None:
     """Add ``validate SPEC`` and ``show SPEC [--storage URL] [--format table|json]``."""
@@ -28,6 +30,7 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
     show.add_argument("--format", choices=["table", "json"], default="table",
                       help="table (default, for a terminal) or json (for scripts)")
+    add_cpu_argument(show)
     show.set_defaults(handler=cmd_show)
 
 
@@ -92,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from quantuna.study.run import load_results
     from quantuna.summary import show_payload, summarize
 
-    result = load_results(args.spec, storage=args.storage)
+    result = load_results(args.spec, storage=args.storage, cpu=args.cpu)
     if args.format == "table":
         print(summarize(result).to_text(shutil.get_terminal_size().columns))
         return 0

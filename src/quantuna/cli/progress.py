@@ -7,7 +7,8 @@
   error's one line stay quiet).
 - During the trials a tqdm bar of fixed width (readable at 80 columns) counts them; its
   description names the running phase (``calibrating Entropy/200``, waiting for the latency
-  lock) and its postfix the best feasible trial so far: one trial's values, with units.
+  lock) and its postfix the best feasible trial so far: one trial's values, with units (when
+  several CPUs timed the study, the best of the trials timed on this host's CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from typing import Any
 
 from quantuna.study import attrs
+from quantuna.study.cpus import cpu_of, measured_on
 
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:10}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 SLOW = 1.0  # seconds: a phase that took longer says so when it ends
@@ -46,6 +48,7 @@ class Progress:
         self.bar: Any = None
         self.higher: list[bool] = []
         self.pending: dict[str, threading.Timer] = {}
+        self.here: dict[str, Any] | None = None  # this host's facts, read once
 
     def ready(self, study: Any, remaining: int) -> None:
         """Open the bar once the study knows how many trials are left (or say none are)."""
@@ -108,21 +111,40 @@ class Progress:
         names = study.user_attrs.get(attrs.SETUP, {}).get("objectives", [])
         feasible = [t for t in study.get_trials(deepcopy=False)
                     if t.user_attrs.get(attrs.FEASIBLE) and attrs.VALUES in t.user_attrs]
+        feasible, where = self._on_this_cpu(study, feasible, names)
         if not feasible or not names:
-            return "no feasible trial yet"
+            return f"no feasible trial{where} yet"
         order = [i for i, n in enumerate(names) if n != "accuracy"] + [
             i for i, n in enumerate(names) if n == "accuracy"]
         higher = self.higher or [n == "accuracy" for n in names]
 
         def key(t: Any) -> tuple[float, ...]:
-            values = t.user_attrs[attrs.VALUES]
+            values = dict(t.user_attrs[attrs.VALUES])
+            if where:  # fp32's ms is another CPU's: latency as the ratio to fp32 on this one
+                values["performance"] = t.user_attrs.get(attrs.RELATIVE, {}).get("performance") or 1.0
             return tuple(-values[names[i]] if higher[i] else values[names[i]] for i in order)
 
         best = min(feasible, key=key)
         units = _units(study, names)
         values = best.user_attrs[attrs.VALUES]
         shown = ", ".join(f"{values[n]:.3g} {units.get(n, '')}".rstrip() for n in names)
-        return f"best #{best.number}: {shown}"
+        return f"best{where} #{best.number}: {shown}"
+
+    def _on_this_cpu(self, study: Any, feasible: list[Any], names: list[str]) -> tuple[list[Any], str]:
+        """Latencies compare only on one CPU: when several CPUs timed the study's trials, the
+        feasible trials timed on this host's CPU (and the fp32 trial), said as " on this CPU"."""
+        if "performance" not in names:
+            return feasible, ""
+        by_number = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
+        threads = ((study.user_attrs.get(attrs.BASELINE) or {}).get(attrs.THREADS) or {}).get("latency")
+        timed = {t.number: measured_on(a, by_number, threads) for t in study.get_trials(deepcopy=False)
+                 if attrs.VALUES in (a := t.user_attrs)}
+        if len(set(timed.values()) - {None}) < 2:
+            return feasible, ""
+        if self.here is None:
+            self.here = attrs.host_facts()
+        here = cpu_of({**self.here, attrs.THREADS: {"latency": threads}})
+        return [t for t in feasible if timed.get(t.number) in (None, here)], " on this CPU"
 
     def __call__(self, study: Any, trial: Any) -> None:
         if self.bar is None:

@@ -88,6 +88,7 @@ class Measurement:
     throughput: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     latency: LatencyStats | None = None
+    footprint_method: str | None = None  # what measured the footprint (Footprint.method)
     stopped: EarlyStop | None = None
 
 
@@ -252,17 +253,20 @@ def _latency_loop(path: Path, batch: dict[str, np.ndarray], settings: MeasureSec
 
 def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
                  perf: Sequence[Performance], foot: Sequence[Footprint],
-                 timing: Timing | None) -> tuple[LatencyStats | None, float]:
-    """Footprint and the latency loop under the per-host latency lock; (latency, lock wait)."""
+                 timing: Timing | None) -> tuple[LatencyStats | None, float, str | None]:
+    """Footprint and the latency loop under the per-host latency lock; (latency, lock wait,
+    the footprint's method)."""
     holder = timing.holder if timing is not None else "quantuna"
     with latency_lock(holder, timing.on_wait if timing is not None else None) as waited:
         try:
+            method = None
             if foot:
-                peak = measure_footprint(path, batch, settings.performance.threads)
+                peak, method = measure_footprint(path, batch, settings.performance.threads, foot[0].forced)
                 for fobj in foot:
                     fobj._result_list.append(peak)  # noqa: SLF001 (INC's list; the region ran in the child)
+                    fobj.method = method
             reference = timing.reference if timing is not None else None
-            return _latency_loop(path, batch, settings, perf, reference), waited
+            return _latency_loop(path, batch, settings, perf, reference), waited, method
         except TrialError:
             raise
         except Exception as exc:
@@ -304,11 +308,11 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         acc.end(accuracy)
     perf = [o for o in objectives if isinstance(o, Performance)]
     foot = [o for o in objectives if isinstance(o, Footprint)]
-    throughput, latency = None, None
+    throughput, latency, method = None, None, None
     if perf or foot:
         batch = next(task.evaluation.batches(settings.performance.batch_size))[0]
         start = time.perf_counter()
-        latency, waited = _timing_pass(path, batch, settings, perf, foot, timing)
+        latency, waited, method = _timing_pass(path, batch, settings, perf, foot, timing)
         seconds["lock_wait"] = waited
         seconds["timing"] = time.perf_counter() - start - waited
         if perf:
@@ -325,7 +329,7 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         str(hopeless), hopeless.samples, hopeless.total, hopeless.partial, hopeless.best_possible,
         settings.performance.timed_rounds if perf else 0)
     return Measurement(values=values, throughput=throughput, seconds=seconds, latency=latency,
-                       stopped=stopped)
+                       footprint_method=method, stopped=stopped)
 
 
 def retime(paths: Sequence[Path], batch: dict[str, np.ndarray], settings: MeasureSection,

@@ -42,6 +42,7 @@ MODEL_SHA256 = "model_sha256"
 MODEL_BYTES = "model_bytes"
 THROUGHPUT = "throughput"
 CALIBRATION_REUSED = "calibration_reused"
+FOOTPRINT_METHOD = "footprint_method"  # what measured the footprint: vmhwm|peak_wset|ru_maxrss|sampled
 CALIBRATION_PEAK_MIB = "calibration_peak_mib"  # resident-memory rise while calibrating (computed now)
 WEIGHTED_SCORE = "weighted_ratio_score"
 FAIL_REASON = "fail_reason"

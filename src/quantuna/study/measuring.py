@@ -104,6 +104,8 @@ def measure_file(session: Session, path: Path, seconds: dict[str, float], record
     seconds.update(m.seconds)
     if m.throughput is not None:
         record(attrs.THROUGHPUT, m.throughput)
+    if m.footprint_method is not None:
+        record(attrs.FOOTPRINT_METHOD, m.footprint_method)
     latency = m.latency.to_dict() if m.latency is not None else None
     return m.values, latency, (stopped_attrs(m.stopped) if m.stopped is not None else None)
 

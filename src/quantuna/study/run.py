@@ -241,7 +241,8 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any],
 
 
 def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None = None, *,
-                 storage: str | None = None, mode: str | None = None) -> TuneResult:
+                 storage: str | None = None, mode: str | None = None,
+                 cpu: str | None = None) -> TuneResult:
     """Read a study's results without running a trial (for pick, export, apply, show, report).
 
     Args:
@@ -251,6 +252,8 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
             ``spec`` user attr).
         storage: an Optuna storage URL overriding the spec's (a spec only).
         mode: ``pareto`` or ``weighted`` (default: the mode the study was made with).
+        cpu: the CPU whose trials the front and the pick compare (an id or a part of its label,
+            as the summary names them); default: the rule of :mod:`quantuna.study.cpus`.
 
     Nothing is created: a missing SQLite file or study is a :class:`SpecError`.
 
@@ -262,7 +265,7 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
         >>> result.best().config.to_yaml()  # doctest: +SKIP
     """
     if isinstance(spec, optuna.Study):
-        return _results_of_study(spec, study_spec, mode)
+        return _results_of_study(spec, study_spec, mode, cpu)
     spec = load_spec(spec, storage=storage)
     require_existing(spec.storage, where=spec.where)
     stored_mode = _stored_mode(spec)
@@ -270,10 +273,11 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
     study = open_study(session)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")
-    return collect_results(study, session)
+    return collect_results(study, session, cpu)
 
 
-def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | None) -> TuneResult:
+def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | None,
+                      cpu: str | None) -> TuneResult:
     if spec is None:
         spec = study.user_attrs.get(attrs.SPEC_PATH)
         if spec is None:
@@ -286,7 +290,7 @@ def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | 
     record_setup(study, session, fix="pass the spec the study was made with")
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{loaded.where}: study {study.study_name!r} has no quantuna trial yet")
-    return collect_results(study, as_the_users_study(session, study))
+    return collect_results(study, as_the_users_study(session, study), cpu)
 
 
 def as_the_users_study(session: Session, study: optuna.Study) -> Session:

@@ -180,7 +180,7 @@ def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial, seconds: dic
     """The values of an earlier trial (measured, stopped early, or found to be fp32)."""
     stored = previous.user_attrs
     for name in (attrs.MODEL_SHA256, attrs.MODEL_BYTES, attrs.INT8_OPS, attrs.INT8_OP_TYPES,
-                 attrs.AS_FP32):
+                 attrs.AS_FP32, attrs.FOOTPRINT_METHOD):
         if name in stored:
             trial.set_user_attr(name, stored[name])
     if stored.get(attrs.AS_FP32):

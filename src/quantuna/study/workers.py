@@ -14,7 +14,8 @@ shared measurements need:
   single-process study is reproducible.
 - :func:`run_jobs` prepares the study once (baseline, warm start), then starts N local worker
   processes and reports progress; Ctrl-C stops them all after their running trial.
-- :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable.
+- :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable (the front
+  compares one CPU's, :mod:`quantuna.study.cpus`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
+from quantuna.study.cpus import cpu_of
 from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
@@ -303,18 +305,21 @@ def _stop(procs: list[Any], grace: float = STOP_GRACE) -> None:
 
 
 def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[str]]:
-    """The CPUs that measured a study (baseline and trials), each with its hosts.
+    """The CPUs (:mod:`quantuna.study.cpus` keys, by label) that timed a study (baseline and
+    trials), each with its hosts.
 
     With ``joining``, this host counts too (it is about to measure).
     """
-    sources = [study.user_attrs.get(attrs.BASELINE) or {}]
-    sources += [t.user_attrs for t in study.get_trials(deepcopy=False)]
+    baseline = study.user_attrs.get(attrs.BASELINE) or {}
+    threads = (baseline.get(attrs.THREADS) or {}).get("latency")
+    sources = [baseline] + [t.user_attrs for t in study.get_trials(deepcopy=False)]
     if joining:
         sources.append(attrs.host_facts())
     cpus: dict[str, set[str]] = {}
     for source in sources:
-        if source.get(attrs.CPU):
-            cpus.setdefault(source[attrs.CPU], set()).add(source.get(attrs.HOST) or "?")
+        cpu = cpu_of(source, threads)
+        if cpu is not None:
+            cpus.setdefault(cpu.label, set()).add(source.get(attrs.HOST) or "?")
     return {cpu: sorted(hosts) for cpu, hosts in sorted(cpus.items())}
 
 
@@ -325,8 +330,8 @@ def warn_mixed_cpus(study: optuna.Study, *, joining: bool = False) -> bool:
         return False
     listing = "; ".join(f"{cpu} ({', '.join(hosts)})" for cpu, hosts in cpus.items())
     logger.warning(
-        "study %r is measured on different CPUs, so its latencies are not comparable: %s; "
-        "run latency-sensitive studies on one kind of machine",
-        study.study_name, listing,
+        "study %r is timed on different CPUs, whose latencies are not comparable: %s; the front "
+        "and the pick compare the trials of one CPU only (the summary names it, --cpu shows "
+        "another's)", study.study_name, listing,
     )
     return True

@@ -16,7 +16,7 @@ from quantuna._util import atomic_write
 from quantuna.errors import QuantunaError
 from quantuna.frontplot import front_png
 from quantuna.results import TuneResult
-from quantuna.summary import objective_labels
+from quantuna.summary import baseline_values, objective_labels
 
 logger = logging.getLogger(__name__)
 REPORT_EXTRA = "pip install 'quantuna[report]'"
@@ -74,7 +74,7 @@ def _panels(result: TuneResult) -> list[_Panel]:
     metric = result.session.metric.name if result.session is not None else "metric"
     y_label = labels.get("accuracy", f"accuracy ({metric})")
     pareto = {t.number for t in result.pareto}
-    base = result.baseline.get("values", {})
+    base = baseline_values(result)
     others = [n for n in result.objective_names if n != "accuracy"] or ["trial"]
     panels = []
     for name in others:
@@ -84,7 +84,7 @@ def _panels(result: TuneResult) -> list[_Panel]:
             "feasible": [],
             "pareto": [],
         }
-        for t in result.trials:
+        for t in result.comparable:  # latencies of one CPU only (see quantuna.study.cpus)
             kind = ("pareto" if t.number in pareto else "feasible" if t.feasible
                     else "stopped" if t.stopped_early else "infeasible")
             x = float(t.number) if name == "trial" else t.values[name]
