@@ -212,11 +212,12 @@ def test_workers_stop_when_the_space_is_exhausted_and_say_so(
     results = [_finish(p) for p in procs]
     output = "\n".join(text for _, text in results)
     assert all(code == 0 for code, _ in results), output
-    assert "the space is exhausted: all 5 distinct configs have a finished trial" in output, output
+    assert "the space is exhausted: all 5 distinct configs have " in output, output
     study = _load(storage_url, spec)
     keys = {t.user_attrs.get("config_key") for t in study.trials if t.state.is_finished()}
     assert len(keys) == distinct
-    # a worker whose last draw raced another's may repeat one config; none runs to the budget
+    # a worker stops once the configs left run in other workers: one whose last draw raced
+    # another's may repeat one config, once; none spins through the budget on repeats
     assert distinct <= _spent(study) <= distinct + 2 < budget
     _assert_one_measurement_per_config(study)
     spent = _spent(study)
