@@ -18,7 +18,9 @@ Pick rules (``TuneResult.pick(rule)``):
 - ``score``: weighted mode only, the trial with the highest Optuna value (sum of baseline ratios).
 
 When no trial meets the accuracy target every rule returns the best effort: the trial closest to
-the target, ``feasible=False`` and the ``reason``.
+the target among the fully measured ones, ``feasible=False`` and the ``reason``. A trial stopped
+early (its accuracy pass proved the target out of reach) is complete, infeasible and marked
+``stopped_early``: it is never on the front and never picked.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class TrialResult:
         model_bytes: the quantized file's size in bytes.
         cpu: the CPU that timed :attr:`latency` (None: the fp32 model, the reference on every
             CPU); latencies compare only on one CPU (:mod:`quantuna.study.cpus`).
+        stopped_early: its accuracy pass stopped once the target was out of reach: the accuracy
+            is the metric on the samples seen (see the trial's ``stopped_early`` attr).
     """
 
     number: int
@@ -67,6 +71,7 @@ class TrialResult:
     confirmed: bool = False
     model_bytes: int | None = None
     cpu: Cpu | None = None
+    stopped_early: bool = False
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial,
@@ -86,6 +91,7 @@ class TrialResult:
             model_sha256=stored.get(attrs.MODEL_SHA256),
             latency=stored.get(attrs.LATENCY),
             model_bytes=stored.get(attrs.MODEL_BYTES),
+            stopped_early=attrs.STOP_REASON in stored,
         )
         return result.with_confirmed(confirmed) if confirmed else result
 
@@ -185,11 +191,17 @@ class TuneResult:
 
     @property
     def stopped_early(self) -> list[optuna.trial.FrozenTrial]:
-        """Trials pruned as hopeless, each with its ``stop_reason`` user attr."""
-        return [
-            t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-            if attrs.STOP_REASON in t.user_attrs
-        ]
+        """Trials stopped early as hopeless, each with its ``stop_reason`` user attr: complete
+        and infeasible (an older quantuna left them PRUNED, with no values: counted too)."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return [t for t in self.study.get_trials(deepcopy=False, states=states)
+                if attrs.STOP_REASON in t.user_attrs]
+
+    @property
+    def pruned(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials the study's pruner stopped (weighted mode), each with its ``prune_reason``."""
+        return [t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+                if attrs.STOP_REASON not in t.user_attrs]
 
     def best(self, rule: str = "weighted") -> TrialResult:
         """The trial ``rule`` picks (see the module docs)."""
@@ -243,7 +255,8 @@ class TuneResult:
                 "asks for another objective")
 
     def _weighted_pick(self) -> Pick:
-        pool = self.pareto if (self.mode == "pareto" and self.pareto) else self.comparable
+        pool = self.pareto if (self.mode == "pareto" and self.pareto) else [
+            t for t in self.comparable if not t.stopped_early]
         note = ""
         if LATENCY in self.objective_names:
             fast = [t for t in pool if not t.slower_than_fp32]
@@ -279,8 +292,10 @@ class TuneResult:
         return Pick(candidates[result.index], "weighted", result.feasible, result.scores[result.index])
 
     def _best_effort(self, rule: str) -> Pick:
-        """No trial meets the target: the one closest to it (then faster, then simpler)."""
-        chosen = min(self.comparable, key=lambda t: (t.constraint, t.ratio or 0.0, t.simplicity))
+        """No trial meets the target: the one closest to it (then faster, then simpler), among
+        the fully measured trials (one stopped early has only an estimate of its accuracy)."""
+        pool = [t for t in self.comparable if not t.stopped_early] or self.comparable
+        chosen = min(pool, key=lambda t: (t.constraint, t.ratio or 0.0, t.simplicity))
         target = self.baseline.get("accuracy_target")
         which = "no trial meets the accuracy target"
         elsewhere = sum(1 for t in self.trials if t.feasible)

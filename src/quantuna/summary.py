@@ -182,13 +182,15 @@ def summarize(result: TuneResult) -> StudySummary:
     base = baseline_values(result)
     measured = sum(1 for t in result.trials if t.reused_from is None)
     feasible = sum(1 for t in result.trials if t.feasible)
+    pruned = len(result.pruned)
     criterion = {k: v for k, v in result.accuracy_criterion.items() if k != "higher_is_better"}
     sign = ">=" if result.accuracy_criterion.get("higher_is_better", True) else "<="
     facts = {
         "trials": (
             f"{len(result.trials)} complete ({measured} measured, the rest reused; {feasible} "
-            f"feasible), {len(result.stopped_early)} stopped early as hopeless, "
-            f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
+            f"feasible), {len(result.stopped_early)} stopped early as hopeless (infeasible), "
+            + (f"{pruned} pruned, " if pruned else "")
+            + f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
         ),
         "fp32 baseline": ", ".join(
             f"{label} {format_value(base.get(n))}"
@@ -230,15 +232,17 @@ def summarize(result: TuneResult) -> StudySummary:
 
 def _trial_payload(t: TrialResult) -> dict[str, Any]:
     return {"trial": t.number, "values": t.values, "relative": t.relative, "latency": t.latency,
-            "confirmed": t.confirmed, "feasible": t.feasible, "config": t.config.to_dict(),
-            "summary": t.summary, "model_sha256": t.model_sha256,
+            "confirmed": t.confirmed, "feasible": t.feasible, "stopped_early": t.stopped_early,
+            "config": t.config.to_dict(), "summary": t.summary, "model_sha256": t.model_sha256,
             "cpu": None if t.cpu is None else t.cpu.id}
 
 
 def show_payload(result: TuneResult) -> dict[str, Any]:
     """``quantuna show --format json``: the pick (feasible or not, and why), the front, trial
-    counts by state, units, the storage, and the CPUs (which one the front compares, the others
-    with their trial counts)."""
+    counts by Optuna state (``trials``) and of those stopped early as hopeless
+    (``stopped_early``: COMPLETE and infeasible; PRUNED when an older quantuna stopped them),
+    units, the storage, and the CPUs (which one the front compares, the others with their trial
+    counts)."""
     session = result.session
     pick = result.pick("weighted") if result.trials else None
     states = Counter(t.state.name for t in result.study.get_trials(deepcopy=False))
@@ -250,6 +254,7 @@ def show_payload(result: TuneResult) -> dict[str, Any]:
         "units": units,
         "storage": redact_url(session.spec.storage) if session is not None else None,
         "trials": dict(sorted(states.items())),
+        "stopped_early": len(result.stopped_early),
         "baseline": result.baseline,
         "confirmed": result.confirmed,
         "cpus": None if result.cpus is None else result.cpus.to_dict(),

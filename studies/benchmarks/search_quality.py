@@ -180,13 +180,13 @@ class Lookup:
         return self.baseline  # only the fp32 baseline reaches it: trials go through measure_config
 
     def measure_config(self, study: Any, trial: Any, session: Any, config: Any, *args: Any,
-                       **kwargs: Any) -> tuple[dict[str, float], None, None]:
+                       **kwargs: Any) -> tuple[dict[str, float], None, None, None]:
         from quantuna.errors import TrialError
 
         self.measured += 1
         if config.key() not in self.values:
             raise TrialError(f"{config.summary()} failed in the exhaustive run")
-        return dict(self.values[config.key()]), None, None  # (values, reused from, latency)
+        return dict(self.values[config.key()]), None, None, None  # (values, reused from, latency, stopped)
 
 
 def search(lookup: Lookup, sampler: str, seed: int, trials: int, tmp: Path) -> tuple[list[Any], int]:

@@ -35,6 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, stop_requested
+from quantuna.phases import announce
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
@@ -42,6 +43,7 @@ from quantuna.study.artifacts import write_study_note
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
 from quantuna.study.cpus import cpu_of
+from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import check_budget, load_results, run_study
@@ -225,16 +227,23 @@ def run_jobs(
     check_budget(n_trials, None)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
-    study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
+    prepared = run_study(loaded, n_trials=0, mode=mode)  # baseline and warm start, once
+    study = prepared.study
+    assert prepared.session is not None
     warn_mixed_cpus(study, joining=True)
     spent = count_spent(study)
-    if on_ready is not None:
-        on_ready(study, max(0, budget - spent))
+    watch = SpaceWatch(prepared.session.space, budget)
+    left = max(0, budget - spent)
+    if left and watch.exhausted(study, spent):  # a resumed study with nothing new to try
+        left = 0
+        announce(watch.line(spent))
+    elif on_ready is not None:
+        on_ready(study, left)
     context = multiprocessing.get_context("spawn")
     stopping = context.Event()
     procs = [
         context.Process(target=_job, args=(entry, argv, stopping), name=f"quantuna-worker-{i}")
-        for i in range(min(jobs, max(0, budget - spent)))
+        for i in range(min(jobs, left))
     ]
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -254,6 +263,9 @@ def run_jobs(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    spent = count_spent(study)
+    if procs and spent < budget and watch.exhausted(study, spent):  # the workers stopped on it
+        announce(watch.line(spent))
     result = load_results(loaded, mode=mode)  # the workers leave the confirm phase to this process
     assert result.session is not None
     confirmed = confirm_front(result.study, result.session, result)
