@@ -2,7 +2,8 @@
 
 The space is conditional: when every op type is fp32 the trial is the fp32 model and asks for no
 other knob; dynamic quantization asks for no calibration knob; ``percentile`` is asked only for
-``Percentile`` calibration. Combinations onnxruntime rejects are never offered (dynamic
+``Percentile`` calibration, ``smooth_quant_alpha`` only for static trials with
+``smooth_quant`` on. Combinations onnxruntime rejects are never offered (dynamic
 quantization has uint8 activations only, so ``S8S8`` is not a dynamic choice).
 """
 
@@ -219,6 +220,7 @@ class SearchSpace:
                 approach="dynamic", types=pick("dynamic_types", self.dynamic_types), **common
             )
         method = pick("calibrate_method", s.calibrate_method)
+        smooth = bool(pick("smooth_quant", s.smooth_quant))
         return QuantConfig(
             approach="static",
             quant_format=mode,
@@ -227,6 +229,8 @@ class SearchSpace:
             calibrate_method=method,
             percentile=pick("percentile", s.percentile) if method == "Percentile" else None,
             calibration_size=pick("calibration_size", self.calibration_sizes),
+            smooth_quant=smooth,
+            smooth_quant_alpha=pick("smooth_quant_alpha", s.smooth_quant_alpha) if smooth else None,
             **common,
         )
 
@@ -296,6 +300,8 @@ class SearchSpace:
             ("accuracy_level", list(s.accuracy_level)),
             ("algorithm", list(s.algorithm)),
             ("graph_optimization", list(s.graph_optimization)),
+            ("smooth_quant", list(s.smooth_quant)),
+            ("smooth_quant_alpha", list(s.smooth_quant_alpha)),
         ]
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows

@@ -5,8 +5,10 @@ The option spellings come from :mod:`quantuna.ort.options`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -17,6 +19,7 @@ from quantuna.model import ModelInfo
 from quantuna.ort._capture import captured
 from quantuna.ort.fuse import fused_model
 from quantuna.ort.options import quantizer_kwargs, static_kwargs
+from quantuna.ort.smooth import SCALES_KEY, apply_smoothing
 from quantuna.ort.weight_only import quantize_weight_only
 
 
@@ -65,18 +68,21 @@ def quantize(
     if config.approach == "static" and ranges is None:
         raise TrialError("static quantization needs calibrated ranges")
     try:
-        with captured("quantize"):
+        with captured("quantize"), tempfile.TemporaryDirectory(prefix="quantuna-q-") as tmp:
             # onnxruntime writes (and deletes) ``<model>-inferred.onnx`` beside a model given as a
             # path: two trials quantizing one prepared model at once (threads, workers) would race
             # on that file. Given the loaded model, it infers shapes in a private temp folder.
-            source = None if config.approach == "weight_only" else onnx.load(str(model.path))
             if config.approach == "weight_only":
                 quantize_weight_only(model.path, staged, config, excluded)
             elif config.approach == "dynamic":
-                quantize_dynamic(source, staged, **common)
+                quantize_dynamic(onnx.load(str(model.path)), staged, **common)
             else:
+                source = model.path
+                if config.smooth_quant:
+                    assert ranges is not None
+                    source = _smoothed(model.path, ranges, Path(tmp), common["nodes_to_exclude"])
                 quantize_static(
-                    source, staged, calibration_data_reader=None,
+                    onnx.load(str(source)), staged, calibration_data_reader=None,
                     calibration_cache_path=ranges, **static_kwargs(config), **common,
                 )
         os.replace(staged, out)
@@ -84,3 +90,18 @@ def quantize(
         staged.unlink(missing_ok=True)
         raise TrialError(f"onnxruntime cannot quantize {config.summary()}: {exc}") from exc
     return out
+
+
+def _smoothed(source: Path, ranges: Path, tmp: Path, excluded: list[str]) -> Path:
+    """``source`` smoothed by the SmoothQuant scales of its range file, written under ``tmp``;
+    the inserted ``Mul`` nodes are added to ``excluded`` (they stay fp32)."""
+    import onnx
+
+    scales = json.loads(ranges.read_text(encoding="utf-8")).get(SCALES_KEY)
+    if scales is None:
+        raise TrialError(f"{ranges.name} holds no SmoothQuant scales (calibrated without it)")
+    smoothed, muls = apply_smoothing(onnx.load(str(source)), scales)
+    excluded.extend(muls)
+    path = tmp / "smoothed.onnx"
+    onnx.save(smoothed, str(path))
+    return path
