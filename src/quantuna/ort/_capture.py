@@ -86,3 +86,23 @@ def captured(what: str) -> Iterator[None]:
         logger.debug("%s: %s: %s", what, warning.category.__name__, warning.message)
     if out.getvalue().strip():
         logger.debug("%s printed: %s", what, out.getvalue().strip()[:2000])
+
+
+@contextlib.contextmanager
+def scratch_cwd(prefix: str) -> Iterator[None]:
+    """Run the block in a fresh temporary working directory, removed afterwards.
+
+    onnxruntime's symbolic shape inference saves ``sym_shape_infer_temp.onnx`` (and ``<uuid>.data``)
+    into the *working directory* when it cannot infer every shape; this keeps the user's directory
+    clean. The working directory is process-wide: use it only around single-threaded steps (the
+    model's preparation and fusion, once per model), with absolute paths inside.
+    """
+    import tempfile
+
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(before)

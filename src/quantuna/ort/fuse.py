@@ -25,7 +25,7 @@ from typing import Any
 
 from quantuna._util import atomic_write, file_lock, sha256_file
 from quantuna.model import ModelInfo, inspect_model
-from quantuna.ort._capture import captured
+from quantuna.ort._capture import captured, scratch_cwd
 
 logger = logging.getLogger(__name__)
 FUSE_VERSION = 2
@@ -109,8 +109,8 @@ def fuse(source: Path, out: Path, kind: str) -> None:
     if kind == "bert":
         settings["num_heads"], settings["hidden_size"] = attention_shape(
             onnx.load(str(source), load_external_data=False))
-    with captured(f"graph optimization {kind}"):
-        optimized = optimize_model(str(source), **settings)
+    with captured(f"graph optimization {kind}"), scratch_cwd("quantuna-fuse-"):  # its stray files
+        optimized = optimize_model(str(Path(source).resolve()), **settings)
     model = optimized.model
     declared = {o.domain for o in model.opset_import}
     for domain in sorted({n.domain for n in model.graph.node} - declared - {"", "ai.onnx"}):

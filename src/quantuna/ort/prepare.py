@@ -40,7 +40,7 @@ import onnx
 from quantuna._util import file_lock, sha256_file
 from quantuna.errors import SpecError
 from quantuna.model import default_opset
-from quantuna.ort._capture import captured
+from quantuna.ort._capture import captured, scratch_cwd
 
 logger = logging.getLogger(__name__)
 PREPARE_VERSION = 1
@@ -242,8 +242,9 @@ def _preprocess(model: onnx.ModelProto, settings: PrepareSettings, tmp: Path,
     for skip_symbolic, skip_optimization in attempts:
         out = tmp / f"pre-{len(failures)}.onnx"
         try:
-            with captured("pre-process"):
-                quant_pre_process(str(given), str(out), skip_optimization=skip_optimization,
+            with captured("pre-process"), scratch_cwd("quantuna-pre-"):  # its stray files
+                quant_pre_process(str(given.resolve()), str(out.resolve()),
+                                  skip_optimization=skip_optimization,
                                   skip_symbolic_shape=skip_symbolic)
             result = onnx.load(str(out))
             onnx.checker.check_model(result)
