@@ -1,13 +1,14 @@
 """Every private API of optuna and optuna-dashboard quantuna relies on, in one place.
 
 - ids and internals of studies and trials (``_storage``, ``_study_id``, ``_trial_id``,
-  ``_stop_flag``), and the RDB storage behind Optuna's cache (``_CachedStorage._backend``);
+  ``_stop_flag``, the per-trial read ``_get_trials(use_cache=True)``), and the RDB storage behind Optuna's cache (``_CachedStorage._backend``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
 - :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``;
 - :func:`set_user_attrs`: several trial user attrs in one RDB transaction
   (``optuna.storages._rdb.storage._create_scoped_session``,
-  ``RDBStorage._set_trial_attr_without_commit``, ``Trial._cached_frozen_trial``).
+  ``RDBStorage._set_trial_attr_without_commit``, ``Trial._cached_frozen_trial``), and
+  :func:`deferred_user_attrs`: a trial's attrs kept until its end, then written that way.
 
 Each function here has a test in ``tests/unit/test_compat.py`` that fails loudly (never a silent
 no-op) when a new release moves or renames what it reaches for; ``pyproject.toml`` pins the upper
@@ -33,6 +34,7 @@ HEARTBEAT_ATTR = "quantuna:heartbeat"
 
 __all__ = [
     "HeartbeatJournalStorage",
+    "deferred_user_attrs",
     "experimental_quiet",
     "feasible_best_trials",
     "set_legacy_constraints",
@@ -42,6 +44,7 @@ __all__ = [
     "study_id",
     "study_storage",
     "trial_id",
+    "trials_of_this_trial",
 ]
 
 
@@ -69,6 +72,12 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
+def trials_of_this_trial(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
+    """The study's trials in ``states`` from Optuna's per-trial read (``Study._get_trials`` with
+    ``use_cache``: one storage read after each ``ask``, shared with TPE's), not a read of its own."""
+    return study._get_trials(deepcopy=False, states=states, use_cache=True)
+
+
 def stop_requested(study: optuna.Study) -> bool:
     """True once ``study.stop()`` was called in this process's optimize loop (``_stop_flag``)."""
     return bool(study._stop_flag)
@@ -83,12 +92,17 @@ def set_legacy_constraints(trial: optuna.Trial, values: list[float]) -> None:
     study_storage(trial.study).set_trial_system_attr(trial_id(trial), "constraints", values)
 
 
-def set_user_attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
+def set_user_attrs(trial: optuna.Trial, values: dict[str, Any], *, now: bool = False) -> None:
     """``trial.set_user_attr`` for each item, in one storage transaction when the study's storage
     is an ``RDBStorage`` (one commit instead of one per attr: each is a disk sync or a network
     round trip); other storages get one call per attr. The names stay flat, as the dashboard
-    shows them."""
+    shows them. Inside :func:`deferred_user_attrs` they wait for the block's end, unless ``now``
+    (what other workers must see while the trial runs)."""
     if not values:
+        return
+    if not now and _DEFERRED in vars(trial):
+        for key, value in values.items():
+            trial.set_user_attr(key, value)
         return
     storage = study_storage(trial.study)
     backend = getattr(storage, "_backend", storage)
@@ -104,6 +118,30 @@ def set_user_attrs(trial: optuna.Trial, values: dict[str, Any]) -> None:
             backend._set_trial_attr_without_commit(
                 session, models.TrialUserAttributeModel, trial._trial_id, key, value)
     trial._cached_frozen_trial.user_attrs.update(values)
+
+
+_DEFERRED = "set_user_attr"  # the instance attribute that shadows Trial.set_user_attr
+
+
+@contextlib.contextmanager
+def deferred_user_attrs(trial: optuna.Trial) -> Iterator[None]:
+    """Inside the block, ``trial.set_user_attr`` and :func:`set_user_attrs` keep the attrs in
+    memory (the trial's own ``user_attrs`` show them at once) and the block's end writes them all
+    in one transaction, also when it raises: one commit per trial instead of one per attr. Only
+    the trial's own process sees them before that (the claim and the config key, which other
+    workers read, are written at once)."""
+    pending: dict[str, Any] = {}
+
+    def keep(key: str, value: Any) -> None:
+        pending[key] = value
+        trial._cached_frozen_trial.user_attrs[key] = value
+
+    setattr(trial, _DEFERRED, keep)
+    try:
+        yield
+    finally:
+        delattr(trial, _DEFERRED)
+        set_user_attrs(trial, pending)
 
 
 @contextlib.contextmanager

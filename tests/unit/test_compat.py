@@ -128,3 +128,23 @@ def test_set_user_attrs_writes_every_attr_once_per_trial(tmp_path: Any, kind: st
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # a finished trial is not updatable, as with set_user_attr
         _compat.set_user_attrs(trial, {"late": 1})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path: Any, kind: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with pytest.raises(ValueError), _compat.deferred_user_attrs(trial):
+        trial.set_user_attr("seconds", {"evaluate": 0.1})
+        _compat.set_user_attrs(trial, {"values": {"accuracy": 0.5}})
+        _compat.set_user_attrs(trial, {"config_key": "k"}, now=True)  # what other workers read
+        assert trial.user_attrs == {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5},
+                                    "config_key": "k"}  # the trial itself sees them all
+        if kind == "sqlite":  # (in memory, the live trial's attrs are the storage's own dict)
+            assert study.get_trials()[0].user_attrs == {"config_key": "k"}  # only now=True yet
+        raise ValueError("the trial failed")
+    want = {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5}, "config_key": "k"}
+    assert study.get_trials()[0].user_attrs == want
+    trial.set_user_attr("after", 1)  # outside the block, Optuna's own method again
+    assert study.get_trials()[0].user_attrs == {**want, "after": 1}

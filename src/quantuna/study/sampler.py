@@ -32,7 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, trial_id
+from quantuna._compat import experimental_quiet, trial_id, trials_of_this_trial
 from quantuna._util import import_reference
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
@@ -82,16 +82,16 @@ class DistinctSampler(BaseSampler):
         self._rng = random.Random(seed)
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
-        self._distinct: tuple[SearchSpace, list[tuple[str, tuple[dict[str, Any], QuantConfig]]]] | None = None
 
     # --- the proposal ----------------------------------------------------------------------
 
     def _taken(self, study: optuna.Study, trial: FrozenTrial) -> set[str]:
-        """Config keys of the study's other trials (running ones included: they will measure)."""
+        """Config keys of the study's other trials (running ones included: they will measure),
+        from the storage read this trial shares with TPE (made after its ``ask``)."""
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
         return {
             t.user_attrs[attrs.CONFIG_KEY]
-            for t in study.get_trials(deepcopy=False, states=states)
+            for t in trials_of_this_trial(study, states)
             if t.number != trial.number and attrs.CONFIG_KEY in t.user_attrs
         }
 
@@ -114,15 +114,9 @@ class DistinctSampler(BaseSampler):
 
     def _unused(self, taken: set[str], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The params of every distinct config of the space no trial has and no failed setting
-        blocks (the space is enumerated once per space, not once per trial)."""
-        space = self._space_of()
-        if self._distinct is None or self._distinct[0] is not space:
-            seen: dict[str, tuple[dict[str, Any], QuantConfig]] = {}
-            for params, config in space.enumerate():
-                seen.setdefault(config.key(), (params, config))
-            self._distinct = (space, list(seen.items()))
-        return [params for key, (params, config) in self._distinct[1]
-                if key not in taken and not is_blocked(config, failed)]
+        blocks (the space enumerates them once, not once per trial)."""
+        return [params for params, config in self._space_of().distinct()
+                if config.key() not in taken and not is_blocked(config, failed)]
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
