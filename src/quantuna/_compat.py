@@ -1,14 +1,18 @@
 """Every private API of optuna and optuna-dashboard quantuna relies on, in one place.
 
 - ids and internals of studies and trials (``_storage``, ``_study_id``, ``_trial_id``,
-  ``_stop_flag``, the per-trial read ``_get_trials(use_cache=True)``), and the RDB storage behind Optuna's cache (``_CachedStorage._backend``);
+  ``_stop_flag``, the per-trial read ``_get_trials(use_cache=True)`` that
+  :func:`trials_of_this_trial` and :func:`sharing_trial_read` share), and the RDB storage behind
+  Optuna's cache (``_CachedStorage._backend``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
 - :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``;
 - :func:`set_user_attrs`: several trial user attrs in one RDB transaction
   (``optuna.storages._rdb.storage._create_scoped_session``,
   ``RDBStorage._set_trial_attr_without_commit``, ``Trial._cached_frozen_trial``), and
-  :func:`deferred_user_attrs`: a trial's attrs kept until its end, then written that way.
+  :func:`deferred_user_attrs`: a trial's attrs kept until its end, then written that way, with
+  its constraint (:func:`set_constraint`: ``optuna.study._constrained_optimization._CONSTRAINTS_KEY``,
+  ``RDBStorage``'s system attrs table).
 
 Each function here has a test in ``tests/unit/test_compat.py`` that fails loudly (never a silent
 no-op) when a new release moves or renames what it reaches for; ``pyproject.toml`` pins the upper
@@ -19,6 +23,8 @@ optuna or optuna_dashboard (``tests/unit/test_layering.py`` checks it).
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -37,8 +43,10 @@ __all__ = [
     "deferred_user_attrs",
     "experimental_quiet",
     "feasible_best_trials",
+    "set_constraint",
     "set_legacy_constraints",
     "set_user_attrs",
+    "sharing_trial_read",
     "stop_requested",
     "storage_url",
     "study_id",
@@ -78,6 +86,19 @@ def trials_of_this_trial(study: optuna.Study, states: tuple[TrialState, ...]) ->
     return study._get_trials(deepcopy=False, states=states, use_cache=True)
 
 
+def sharing_trial_read(study: optuna.Study) -> optuna.Study:
+    """A shallow copy of ``study`` whose trial reads (``get_trials``, ``_get_trials``) all come
+    from Optuna's per-trial read (what :func:`trials_of_this_trial` returns), for the base
+    sampler's proposal: TPE's search-space inference reads the storage again otherwise."""
+    shared = copy.copy(study)
+
+    def _get_trials(deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> Any:
+        return study._get_trials(deepcopy=deepcopy, states=states, use_cache=True)
+
+    shared._get_trials = _get_trials  # type: ignore[method-assign]
+    return shared
+
+
 def stop_requested(study: optuna.Study) -> bool:
     """True once ``study.stop()`` was called in this process's optimize loop (``_stop_flag``)."""
     return bool(study._stop_flag)
@@ -100,48 +121,83 @@ def set_user_attrs(trial: optuna.Trial, values: dict[str, Any], *, now: bool = F
     (what other workers must see while the trial runs)."""
     if not values:
         return
-    if not now and _DEFERRED in vars(trial):
-        for key, value in values.items():
-            trial.set_user_attr(key, value)
+    deferred: _Deferred | None = vars(trial).get(_DEFERRED)
+    if deferred is not None and not now:
+        deferred.user.update(values)
+        trial._cached_frozen_trial.user_attrs.update(values)
         return
+    _write_attrs(trial, values, {})
+
+
+def set_constraint(trial: optuna.Trial, name: str, value: float) -> None:
+    """``trial.set_constraint(name, value)`` (Optuna 5's named constraint, the system attr
+    ``constraints:<name>``) and the legacy list the dashboard reads (:func:`set_legacy_constraints`);
+    inside :func:`deferred_user_attrs`, written with the trial's attrs at the block's end."""
+    deferred: _Deferred | None = vars(trial).get(_DEFERRED)
+    if deferred is None:
+        trial.set_constraint(name, value)
+        set_legacy_constraints(trial, [value])
+        return
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"Attempted to set a constraint for {name!r}, but NaN is not allowed.")
+    system = {f"{_CONSTRAINTS_KEY}:{name}": value, "constraints": [value]}
+    deferred.system.update(system)
+    trial._cached_frozen_trial.system_attrs.update(system)
+
+
+def _write_attrs(trial: optuna.Trial, user: dict[str, Any], system: dict[str, Any]) -> None:
     storage = study_storage(trial.study)
     backend = getattr(storage, "_backend", storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
-        for key, value in values.items():
-            trial.set_user_attr(key, value)
-        return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+        for key, value in user.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        for key, value in system.items():
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+    elif user or system:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
 
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in values.items():
-            backend._set_trial_attr_without_commit(
-                session, models.TrialUserAttributeModel, trial._trial_id, key, value)
-    trial._cached_frozen_trial.user_attrs.update(values)
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for model, values in ((models.TrialUserAttributeModel, user),
+                                  (models.TrialSystemAttributeModel, system)):
+                for key, value in values.items():
+                    backend._set_trial_attr_without_commit(session, model, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(user)
+    trial._cached_frozen_trial.system_attrs.update(system)
 
 
-_DEFERRED = "set_user_attr"  # the instance attribute that shadows Trial.set_user_attr
+_DEFERRED = "_quantuna_deferred"  # the trial's instance attribute while its attrs wait
+
+
+class _Deferred:
+    def __init__(self) -> None:
+        self.user: dict[str, Any] = {}
+        self.system: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
 def deferred_user_attrs(trial: optuna.Trial) -> Iterator[None]:
-    """Inside the block, ``trial.set_user_attr`` and :func:`set_user_attrs` keep the attrs in
-    memory (the trial's own ``user_attrs`` show them at once) and the block's end writes them all
-    in one transaction, also when it raises: one commit per trial instead of one per attr. Only
-    the trial's own process sees them before that (the claim and the config key, which other
-    workers read, are written at once)."""
-    pending: dict[str, Any] = {}
+    """Inside the block, ``trial.set_user_attr``, :func:`set_user_attrs` and :func:`set_constraint`
+    keep what they set in memory (the trial itself sees it at once) and the block's end writes it
+    all in one transaction, also when the block raises: one commit per trial instead of one per
+    attr. Only the trial's own process sees them before that (the claim and the config key,
+    which other workers read, are written at once)."""
+    deferred = _Deferred()
 
     def keep(key: str, value: Any) -> None:
-        pending[key] = value
-        trial._cached_frozen_trial.user_attrs[key] = value
+        set_user_attrs(trial, {key: value})
 
-    setattr(trial, _DEFERRED, keep)
+    setattr(trial, _DEFERRED, deferred)
+    trial.set_user_attr = keep  # type: ignore[method-assign]
     try:
         yield
     finally:
+        delattr(trial, "set_user_attr")
         delattr(trial, _DEFERRED)
-        set_user_attrs(trial, pending)
+        _write_attrs(trial, deferred.user, deferred.system)
 
 
 @contextlib.contextmanager

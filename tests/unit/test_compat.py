@@ -139,12 +139,47 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
         trial.set_user_attr("seconds", {"evaluate": 0.1})
         _compat.set_user_attrs(trial, {"values": {"accuracy": 0.5}})
         _compat.set_user_attrs(trial, {"config_key": "k"}, now=True)  # what other workers read
+        _compat.set_constraint(trial, "accuracy", 0.25)
         assert trial.user_attrs == {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5},
                                     "config_key": "k"}  # the trial itself sees them all
         if kind == "sqlite":  # (in memory, the live trial's attrs are the storage's own dict)
             assert study.get_trials()[0].user_attrs == {"config_key": "k"}  # only now=True yet
         raise ValueError("the trial failed")
     want = {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5}, "config_key": "k"}
-    assert study.get_trials()[0].user_attrs == want
+    stored = study.get_trials()[0]
+    assert stored.user_attrs == want
+    at_once = study.ask()  # the same constraint written outside the block, at once
+    _compat.set_constraint(at_once, "accuracy", 0.25)
+    assert stored.constraints == study.get_trials()[1].constraints  # Optuna's named constraint
+    assert stored.system_attrs["constraints"] == [0.25]  # and the dashboard's list
     trial.set_user_attr("after", 1)  # outside the block, Optuna's own method again
     assert study.get_trials()[0].user_attrs == {**want, "after": 1}
+    assert study.get_trials()[1].constraints["accuracy"] == 0.25
+
+
+def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp_path: Any) -> None:
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    study.tell(study.ask(), 1.0)
+    storage = _compat.study_storage(study)
+    reads: list[int] = []
+    real = storage.get_all_trials
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    storage.get_all_trials = counted  # type: ignore[method-assign]
+    trial = study.ask()
+    reads.clear()  # (ask reads the waiting trials)
+    running = _compat.trials_of_this_trial(study, (TrialState.RUNNING,))
+    shared = _compat.sharing_trial_read(study)
+    done = shared.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    everything = shared._get_trials(deepcopy=False, use_cache=False)
+    assert [t.number for t in running] == [trial.number] and [t.number for t in done] == [0]
+    assert len(everything) == 2 and len(reads) == 1  # one read for all of them
+    study.tell(trial, 2.0)
+    study.ask()  # the next trial reads again, and sees the one just finished
+    reads.clear()
+    assert len(_compat.trials_of_this_trial(study, (TrialState.COMPLETE,))) == 2 and len(reads) == 1

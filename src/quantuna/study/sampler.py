@@ -32,7 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, trial_id, trials_of_this_trial
+from quantuna._compat import experimental_quiet, sharing_trial_read, trial_id, trials_of_this_trial
 from quantuna._util import import_reference
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
@@ -96,6 +96,7 @@ class DistinctSampler(BaseSampler):
         }
 
     def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], QuantConfig]:
+        study = sharing_trial_read(study)  # one storage read per trial for the base sampler too
         relative = self.base.sample_relative(
             study, trial, self.base.infer_relative_search_space(study, trial)
         )

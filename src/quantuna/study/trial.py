@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 import optuna
 
-from quantuna._compat import deferred_user_attrs, set_legacy_constraints, set_user_attrs
+from quantuna._compat import deferred_user_attrs, set_user_attrs
+from quantuna._compat import set_constraint as compat_set_constraint
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
@@ -52,8 +53,7 @@ def find_measured(study: optuna.Study, key: str, number: int, *,
 
 def set_constraint(trial: optuna.Trial, value: float) -> None:
     """The accuracy constraint (feasible when <= 0), in Optuna 5's and the dashboard's form."""
-    trial.set_constraint(attrs.ACCURACY_CONSTRAINT, value)
-    set_legacy_constraints(trial, [value])
+    compat_set_constraint(trial, attrs.ACCURACY_CONSTRAINT, value)  # at the trial's end, with its attrs
 
 
 def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
