@@ -11,8 +11,9 @@
   (``optuna.storages._rdb.storage._create_scoped_session``,
   ``RDBStorage._set_trial_attr_without_commit``, ``Trial._cached_frozen_trial``), and
   :func:`deferred_user_attrs`: a trial's attrs kept until its end, then written that way, with
-  its constraint (:func:`set_constraint`: ``optuna.study._constrained_optimization._CONSTRAINTS_KEY``,
-  ``RDBStorage``'s system attrs table).
+  its constraint (:func:`set_constraint`: ``optuna.study._constrained_optimization._CONSTRAINTS_KEY``),
+  on SQLite and PostgreSQL as one upsert per attr table (``optuna.storages._rdb.models``'
+  ``TrialModel.find_or_raise_by_id``, ``TrialUserAttributeModel``, ``TrialSystemAttributeModel``).
 
 Each function here has a test in ``tests/unit/test_compat.py`` that fails loudly (never a silent
 no-op) when a new release moves or renames what it reaches for; ``pyproject.toml`` pins the upper
@@ -157,16 +158,44 @@ def _write_attrs(trial: optuna.Trial, user: dict[str, Any], system: dict[str, An
         for key, value in system.items():
             storage.set_trial_system_attr(trial._trial_id, key, value)
     elif user or system:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            for model, values in ((models.TrialUserAttributeModel, user),
-                                  (models.TrialSystemAttributeModel, system)):
-                for key, value in values.items():
-                    backend._set_trial_attr_without_commit(session, model, trial._trial_id, key, value)
+        _write_rdb_attrs(backend, trial._trial_id, user, system)
     trial._cached_frozen_trial.user_attrs.update(user)
     trial._cached_frozen_trial.system_attrs.update(system)
+
+
+def _write_rdb_attrs(backend: optuna.storages.RDBStorage, trial_id: int, user: dict[str, Any],
+                     system: dict[str, Any]) -> None:
+    """One transaction; on SQLite and PostgreSQL one upsert statement per table (the trial
+    checked once), else ``RDBStorage._set_trial_attr_without_commit`` per attr (a lookup of the
+    trial and an upsert each: two statements per attr)."""
+    import json
+    import sqlite3
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    tables = ((models.TrialUserAttributeModel, user), (models.TrialSystemAttributeModel, system))
+    dialect = backend.engine.name
+    bulk = dialect == "postgresql" or (dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0))
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        if not bulk:
+            for model, values in tables:
+                for key, value in values.items():
+                    backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+            return
+        from sqlalchemy.dialects import postgresql
+        from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+        insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
+        row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        backend.check_trial_is_updatable(trial_id, row.state)  # type: ignore[arg-type]
+        for model, values in tables:
+            if values:
+                stmt = insert(model).values([{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                             for k, v in values.items()])
+                session.execute(stmt.on_conflict_do_update(
+                    index_elements=[model.trial_id, model.key],
+                    set_={"value_json": stmt.excluded.value_json}))
 
 
 _DEFERRED = "_quantuna_deferred"  # the trial's instance attribute while its attrs wait
