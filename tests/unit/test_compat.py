@@ -138,7 +138,12 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
     with pytest.raises(ValueError), _compat.deferred_user_attrs(trial):
         trial.set_user_attr("seconds", {"evaluate": 0.1})
         _compat.set_user_attrs(trial, {"values": {"accuracy": 0.5}})
+        assert trial.suggest_categorical("types", ["U8S8", "S8S8"]) in ("U8S8", "S8S8")
+        if kind == "sqlite":
+            assert study.get_trials()[0].params == {}  # the param waits for the config key
         _compat.set_user_attrs(trial, {"config_key": "k"}, now=True)  # what other workers read
+        assert study.get_trials()[0].params == trial.params  # written with it
+        trial.suggest_categorical("reduce_range", [False, True])
         _compat.set_constraint(trial, "accuracy", 0.25)
         assert trial.user_attrs == {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5},
                                     "config_key": "k"}  # the trial itself sees them all
@@ -148,6 +153,8 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
     want = {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5}, "config_key": "k"}
     stored = study.get_trials()[0]
     assert stored.user_attrs == want
+    assert set(stored.params) == {"types", "reduce_range"}  # a late param at the block's end
+    assert stored.distributions == trial.distributions
     at_once = study.ask()  # the same constraint written outside the block, at once
     _compat.set_constraint(at_once, "accuracy", 0.25)
     assert stored.constraints == study.get_trials()[1].constraints  # Optuna's named constraint
@@ -155,6 +162,11 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
     trial.set_user_attr("after", 1)  # outside the block, Optuna's own method again
     assert study.get_trials()[0].user_attrs == {**want, "after": 1}
     assert study.get_trials()[1].constraints["accuracy"] == 0.25
+    other = study.ask()
+    with pytest.raises(ValueError, match="dynamic value space"), _compat.deferred_user_attrs(other):
+        other.suggest_categorical("types", ["U8U8"])  # a name keeps its choices, as in Optuna
+    if kind == "sqlite":  # nothing of the refused param is stored
+        assert "types" not in study.get_trials()[2].params
 
 
 def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp_path: Any) -> None:
