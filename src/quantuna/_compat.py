@@ -2,7 +2,8 @@
 
 - ids and internals of studies and trials (``_storage``, ``_study_id``, ``_trial_id``,
   ``_stop_flag``, the per-trial read ``_get_trials(use_cache=True)`` that
-  :func:`trials_of_this_trial` and :func:`sharing_trial_read` share), and the RDB storage behind
+  :func:`trials_of_this_trial` and :func:`sharing_trial_read` share; :func:`study_view` replaces
+  ``_get_trials`` with one read already made), and the RDB storage behind
   Optuna's cache (``_CachedStorage._backend``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
@@ -54,6 +55,7 @@ __all__ = [
     "storage_url",
     "study_id",
     "study_storage",
+    "study_view",
     "trial_id",
     "trials_of_this_trial",
 ]
@@ -89,17 +91,23 @@ def trials_of_this_trial(study: optuna.Study, states: tuple[TrialState, ...]) ->
     return study._get_trials(deepcopy=False, states=states, use_cache=True)
 
 
-def sharing_trial_read(study: optuna.Study) -> optuna.Study:
-    """A shallow copy of ``study`` whose trial reads (``get_trials``, ``_get_trials``) all come
-    from Optuna's per-trial read (what :func:`trials_of_this_trial` returns), for the base
-    sampler's proposal: TPE's search-space inference reads the storage again otherwise."""
-    shared = copy.copy(study)
+def study_view(study: optuna.Study, trials: list[FrozenTrial]) -> optuna.Study:
+    """A shallow copy of ``study`` whose trial reads return ``trials`` (one read already made),
+    filtered by state as Optuna filters them."""
+    view = copy.copy(study)
 
     def _get_trials(deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> Any:
-        return study._get_trials(deepcopy=deepcopy, states=states, use_cache=True)
+        chosen = [t for t in trials if states is None or t.state in states]
+        return copy.deepcopy(chosen) if deepcopy else chosen
 
-    shared._get_trials = _get_trials  # type: ignore[method-assign]
-    return shared
+    view._get_trials = _get_trials  # type: ignore[method-assign]
+    return view
+
+
+def sharing_trial_read(study: optuna.Study) -> optuna.Study:
+    """``study`` as Optuna's per-trial read saw it (:func:`trials_of_this_trial`), for the base
+    sampler's proposal: TPE's search-space inference reads the storage again otherwise."""
+    return study_view(study, trials_of_this_trial(study, tuple(TrialState)))
 
 
 def stop_requested(study: optuna.Study) -> bool:
@@ -235,8 +243,8 @@ _DEFERRED = "_quantuna_deferred"  # the trial's instance attribute while its att
 
 
 class _Deferred:
-    """What a trial has set and not written yet. As the trial's ``storage`` it keeps the params
-    of its ``suggest`` calls (``Trial._suggest`` calls ``self.storage.set_trial_param``)."""
+    """What a trial has set and not written yet; as its ``storage``, the params of its suggest
+    calls (``Trial._suggest``) and the system attrs written through it (an artifact's record)."""
 
     def __init__(self, storage: BaseStorage) -> None:
         self.storage = storage
@@ -246,6 +254,9 @@ class _Deferred:
 
     def set_trial_param(self, trial_id: int, name: str, value: float, distribution: Any) -> None:
         self.params.append((name, value, distribution))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.system[key] = value  # an artifact's record (optuna.artifacts.upload_artifact)
 
     def take_params(self) -> list[Param]:
         params, self.params = self.params, []

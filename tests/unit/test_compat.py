@@ -145,6 +145,10 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
         assert study.get_trials()[0].params == trial.params  # written with it
         trial.suggest_categorical("reduce_range", [False, True])
         _compat.set_constraint(trial, "accuracy", 0.25)
+        (tmp_path / "config.yaml").write_text("approach: fp32\n")
+        store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / "config.yaml"),
+                                         study_or_trial=trial)
         assert trial.user_attrs == {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5},
                                     "config_key": "k"}  # the trial itself sees them all
         if kind == "sqlite":  # (in memory, the live trial's attrs are the storage's own dict)
@@ -155,6 +159,8 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
     assert stored.user_attrs == want
     assert set(stored.params) == {"types", "reduce_range"}  # a late param at the block's end
     assert stored.distributions == trial.distributions
+    metas = optuna.artifacts.get_all_artifact_meta(stored, storage=_compat.study_storage(study))
+    assert [m.filename for m in metas] == ["config.yaml"]  # the artifact's record, at the end
     at_once = study.ask()  # the same constraint written outside the block, at once
     _compat.set_constraint(at_once, "accuracy", 0.25)
     assert stored.constraints == study.get_trials()[1].constraints  # Optuna's named constraint

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, study_id, study_storage, trial_id
+from quantuna._compat import experimental_quiet, study_id, study_storage, study_view, trial_id
 from quantuna.study.storage import heartbeat_settings
 
 POLL_SECONDS = 0.2
@@ -188,6 +188,7 @@ def claim_measurement(
     me = trial.number  # no find before the queue: the one after it answers (a read fewer)
     found: list[FrozenTrial] = []
     last_sweep = [time.monotonic()]
+    seen: list[optuna.Study] = []  # the study as the last read saw it: find looks there
 
     def write(register: dict[str, Any]) -> None:
         value = {**register, "key": key, "trial": me}
@@ -195,7 +196,9 @@ def claim_measurement(
 
     def read() -> Registers:
         registers: Registers = {}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trials = study.get_trials(deepcopy=False)
+        seen[:] = [study_view(study, trials)]
+        for t in (t for t in trials if t.state == TrialState.RUNNING):
             claim = t.system_attrs.get(CLAIM_ATTR)
             # retried trials inherit their predecessor's attrs: only a trial's own claim counts
             if t.number != me and claim and claim.get("trial") == t.number and claim.get("key") == key:
@@ -203,7 +206,7 @@ def claim_measurement(
         return registers
 
     def give_up() -> bool:
-        hit = find(study, key, me)
+        hit = find(seen[0], key, me)
         if hit is not None:
             found.append(hit)
         return hit is not None
@@ -216,5 +219,6 @@ def claim_measurement(
 
     if not enter_bakery(me, read, write, give_up=give_up, on_wait=sweep):
         return found[0]
-    # no trial ahead is RUNNING: one that measured this config is finished and visible now
-    return find(study, key, me)
+    # no trial ahead was RUNNING in the last read: one that measured this config was finished
+    # in that same read, with its attrs (a trial writes them before Optuna tells its state)
+    return find(seen[0], key, me)
