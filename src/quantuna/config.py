@@ -38,7 +38,7 @@ INC_ALIASES: dict[str, dict[str, str]] = {
     "quant_format": {"qdq": "QDQ", "qoperator": "QOperator"},
     "types": {"u8s8": "U8S8", "u8u8": "U8U8", "s8s8": "S8S8"},
     "calibrate_method": {"minmax": "MinMax", "kl": "Entropy", "entropy": "Entropy",
-                         "percentile": "Percentile"},
+                         "percentile": "Percentile", "movingaverage": "MovingAverage"},
 }
 
 
@@ -52,7 +52,7 @@ def canonical(key: str, value: Any) -> Any:
     return value
 
 
-NAME = r"^[A-Za-z_][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
+NAME = r"^[A-Za-z_/][\w.:/-]{0,199}$"  # an ONNX op type or node name, as quantuna writes them
 
 
 class _ConfigSchema(BaseModel):
@@ -67,7 +67,7 @@ class _ConfigSchema(BaseModel):
     reduce_range: StrictBool | None = None
     activation_symmetric: StrictBool | None = None
     weight_symmetric: StrictBool | None = None
-    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] | None = None
+    calibrate_method: Literal["MinMax", "MovingAverage", "Entropy", "Percentile"] | None = None
     percentile: StrictFloat | StrictInt | None = Field(default=None, ge=90, lt=100)
     calibration_size: StrictInt | None = Field(default=None, gt=0)
     op_types: list[str] = Field(default=[], max_length=1000)
@@ -153,7 +153,9 @@ class QuantConfig:
         reduce_range: 7-bit weights (avoids int8 saturation on CPUs without VNNI).
         activation_symmetric: symmetric activation ranges (static only).
         weight_symmetric: symmetric weight ranges.
-        calibrate_method: ``MinMax``, ``Entropy`` or ``Percentile`` (static only).
+        calibrate_method: ``MinMax``, ``MovingAverage`` (MinMax with a moving average of each
+            calibration batch's range: resists a few outlier samples), ``Entropy`` or
+            ``Percentile`` (static only).
         percentile: the percentile of ``Percentile`` calibration.
         calibration_size: how many calibration samples (static only).
         op_types: the operator types quantized, sorted.

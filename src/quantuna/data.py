@@ -271,3 +271,24 @@ def _check_names(inputs: dict[str, Any], constants: dict[str, Any], model: Model
         raise SpecError(f"{where}.inputs: no data for model input {missing[0]!r}")
     if not inputs:
         raise SpecError(f"{where}.inputs: every input is a constant; map one to its samples")
+
+
+OUTLIER_RATIO = 10.0  # a sample this many times past the typical sample's range is an outlier
+
+
+def outlier_inputs(dataset: Dataset, ratio: float = OUTLIER_RATIO) -> dict[str, float]:
+    """The float inputs whose largest sample range exceeds ``ratio`` x the median sample's.
+
+    Each sample's range is its largest absolute value; the answer maps an input to its largest
+    range / the median range. A few such samples stretch a MinMax calibration's range (the
+    other samples then fall in a few int8 steps); the warm start tries ``MovingAverage`` first.
+    """
+    found = {}
+    for name, array in dataset.inputs.items():
+        if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+            continue
+        per_sample = np.abs(np.moveaxis(array, dataset.axes.get(name, 0), 0)).reshape(len(dataset), -1).max(axis=1)
+        typical = float(np.median(per_sample))
+        if typical > 0 and float(per_sample.max()) > ratio * typical:
+            found[name] = float(per_sample.max()) / typical
+    return found

@@ -37,12 +37,17 @@ class HopelessTrial(TrialError):
     Attributes:
         best_possible: the best final accuracy still reachable (the bound that failed).
         samples: how many evaluation samples were measured before stopping.
+        partial: the metric on those samples (nan when not given).
+        total: the evaluation set's size (0 when not given).
     """
 
-    def __init__(self, message: str, best_possible: float, samples: int) -> None:
+    def __init__(self, message: str, best_possible: float, samples: int,
+                 partial: float = float("nan"), total: int = 0) -> None:
         super().__init__(message)
         self.best_possible = best_possible
         self.samples = samples
+        self.partial = partial
+        self.total = total
 
 
 class PrunedTrial(TrialError):

@@ -1,259 +1,102 @@
 """``export_trial()`` and ``apply()``: a chosen trial -> a YAML config -> the same quantized model.
 
-The exported file carries the config and its provenance (versions, sha256 of the source model and
-of the calibration data, study and trial, the measured objectives and the baseline). ``apply``
-recalibrates from the named calibration data and quantizes with the same code path as the study,
-so with the same model, data and versions the rebuilt file is byte-identical.
+The exported file (:mod:`quantuna.export_doc`) carries the config, its calibration data and one
+provenance block (study, trial, storage, the source and quantized models' sha256, versions, host
+facts), every path relative to the YAML. ``apply`` finds the files it names (relative to the YAML,
+or by name and sha256 along a search path: :mod:`quantuna.export_files`), maps the calibration's
+input names onto the model's (:mod:`quantuna.export_inputs`), recalibrates and quantizes with the
+same code path as the study, so with the same model, data and versions the rebuilt file is
+byte-identical.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import tempfile
-from dataclasses import dataclass
-from importlib import metadata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import ValidationError
 
-from quantuna._secrets import redact_url
-from quantuna._util import atomic_write, check_output_path, cut, read_yaml, sha256_file, shorten
+from quantuna._util import atomic_write, check_output_path, cut, sha256_file, shorten
 from quantuna.config import QuantConfig
 from quantuna.data import Dataset, load_dataset
-from quantuna.errors import QuantunaError, SpecError
+from quantuna.errors import SpecError
+from quantuna.export_doc import FORMAT_VERSION, export_trial, versions, write_export
+from quantuna.export_files import RecordedFile, locate
+from quantuna.export_inputs import map_calibration
+from quantuna.export_read import ExportedConfig
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
 from quantuna.ort.options import quantizable_op_types
 from quantuna.ort.prepare import PrepareSettings, prepare_model
 from quantuna.ort.quantize import quantize
-from quantuna.results import TrialResult, TuneResult
-from quantuna.sections import InputSource
 from quantuna.spec import DataSource
 
+__all__ = ["FORMAT_VERSION", "ExportedConfig", "apply", "export_trial", "file_sha256", "versions",
+           "write_export"]
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-SHA256 = r"^[0-9a-f]{64}$"
-
-
-def versions() -> dict[str, str]:
-    """The versions that decide the quantized bytes."""
-    out = {}
-    for package in ("quantuna", "onnxruntime", "onnx", "optuna", "numpy"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "unknown"
-    return out
 
 
 @dataclass(frozen=True)
-class ExportedConfig:
-    """A config file read back: the config, how to calibrate, and where it came from."""
+class _Finding:
+    """How ``apply`` finds what the config names: the search path and the input-name map."""
 
-    config: QuantConfig
-    calibration: dict[str, Any] | None
-    provenance: dict[str, Any]
-    where: str = "config"
-
-    @classmethod
-    def read(cls, path: str | Path) -> ExportedConfig:
-        """Read a file written by :func:`export_trial` (or a bare ``QuantConfig`` mapping).
-
-        Every section goes through a typed schema (a config may come from someone else): one
-        :class:`SpecError` naming the file, the key and the value.
-        """
-        path = Path(path)
-        raw = read_yaml(path, what="a quantuna config")
-        where = str(path)
-        if "config" not in raw:  # a bare QuantConfig mapping
-            return cls(QuantConfig.from_dict(raw, where=where), None, {}, where)
-        unknown = sorted(str(k) for k in set(raw) - {"quantuna_config", "config", "calibration",
-                                                      "provenance", "measured"})
-        if unknown:
-            raise SpecError(f"{where}: unknown key {shorten(unknown[0], 60)}")
-        if raw.get("quantuna_config", FORMAT_VERSION) != FORMAT_VERSION:
-            raise SpecError(f"{where}: quantuna_config: {shorten(raw['quantuna_config'], 40)} is not "
-                            f"{FORMAT_VERSION}, the format this quantuna reads")
-        config = QuantConfig.from_dict(raw["config"], where=f"{where}: config")
-        calibration = _checked_section(_CalibrationSchema, raw.get("calibration"), f"{where}: calibration")
-        provenance = raw.get("provenance") or {}
-        if not isinstance(provenance, dict):
-            raise SpecError(f"{where}: provenance: a mapping, got {type(provenance).__name__}")
-        _checked_section(_SourceModelSchema, provenance.get("source_model"),
-                         f"{where}: provenance.source_model")
-        _checked_section(_MeasuredSchema, raw.get("measured"), f"{where}: measured")
-        return cls(config, calibration, dict(provenance), where)
-
-
-class _CalibrationSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str | None = None
-    loader: str | None = None
-    inputs: dict[str, str | InputSource] | None = None
-    constants: dict[str, str | int | float] | None = None
-    size: StrictInt | None = Field(default=None, gt=0)
-    batch_size: StrictInt = Field(default=32, gt=0)
-    sha256: str | None = Field(default=None, pattern=SHA256)
-
-
-class _SourceModelSchema(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    sha256: str | None = Field(default=None, pattern=SHA256)
-
-
-class _MeasuredSchema(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model_sha256: str | None = Field(default=None, pattern=SHA256)
-
-
-def _checked_section(schema: type[BaseModel], value: Any, where: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise SpecError(f"{where}: a mapping, got {type(value).__name__}")
-    try:
-        return schema.model_validate(value).model_dump(exclude_none=True)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise SpecError(f"{where}.{cut(loc, 60)}: {cut(first['msg'], 120)} "
-                        f"(got {shorten(first.get('input'), 80)})") from None
-
-
-def _chosen(result: TuneResult, trial: int | None, rule: str,
-            allow_infeasible: bool) -> tuple[TrialResult, str, dict[str, Any]]:
-    """The trial to export, how it was chosen, and what its pick said."""
-    if trial is None:
-        pick = result.pick(rule)
-        chosen, picked_by = pick.trial, f"rule {pick.rule}"
-        said = {"feasible": pick.feasible, "reason": pick.reason, "note": pick.note}
-    else:
-        matches = [t for t in result.trials if t.number == trial]
-        if not matches:
-            numbers = ", ".join(str(t.number) for t in result.trials[:20])
-            raise QuantunaError(f"trial {trial} is not a complete trial of the study (complete: {numbers})")
-        chosen, picked_by = matches[0], "--trial"
-        said = {"feasible": chosen.feasible, "reason": "" if chosen.feasible else
-                f"trial {trial} does not meet the accuracy target", "note": ""}
-    if not said["feasible"] and not allow_infeasible:
-        raise QuantunaError(f"{said['reason']}; nothing written (export it anyway with --allow-infeasible)")
-    if not said["feasible"]:
-        logger.warning("trial %d does not meet the accuracy target", chosen.number)
-    return chosen, picked_by, said
-
-
-def export_trial(result: TuneResult, *, trial: int | None = None, rule: str = "weighted",
-                 allow_infeasible: bool = False) -> dict[str, Any]:
-    """The export document of one trial of a :class:`~quantuna.results.TuneResult`.
-
-    Args:
-        result: what :func:`quantuna.tune` (or :func:`quantuna.load_results`) returned.
-        trial: a trial number; default: the trial ``rule`` picks.
-        rule: a pick rule (``weighted``, ``score``, ``best:<objective>``).
-        allow_infeasible: export a trial that misses the accuracy target (the best effort when
-            no trial meets it); without it that is an error and nothing is written.
-
-    Raises:
-        QuantunaError: no such trial, or it misses the target and ``allow_infeasible`` is False.
-    """
-    session = result.session
-    if session is None:
-        raise QuantunaError("export needs the study's session: use quantuna.load_results(spec)")
-    chosen, picked_by, said = _chosen(result, trial, rule, allow_infeasible)
-    source = session.spec.data.calibration
-    calibration = {
-        "path": str(source.path) if source.path else None,
-        "loader": source.loader,
-        "inputs": source.inputs_as_plain() if source.inputs else None,
-        "constants": dict(source.constants) if source.constants else None,
-        "size": source.size,
-        "batch_size": session.ranges.batch_size,
-        "sha256": session.calibration.sha256,
-    }
-    return {
-        "quantuna_config": FORMAT_VERSION,
-        "config": chosen.config.to_dict(),
-        "calibration": {k: v for k, v in calibration.items() if v is not None},
-        "provenance": {
-            "versions": versions(),
-            "source_model": _source_model(session),
-            "preparation": session.preparation.provenance() if session.preparation else None,
-            "study": session.spec.name,
-            "storage": redact_url(session.spec.storage),
-            "trial": chosen.number,
-            "picked_by": picked_by,
-            "pick_note": said["note"] or None,
-            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "measured": {
-            "objectives": chosen.values,
-            "relative_to_fp32": chosen.relative,
-            "feasible": chosen.feasible,
-            "reason": said["reason"] or None,
-            "latency": chosen.latency,
-            "latency_confirmed": chosen.confirmed,
-            "constraint": chosen.constraint,
-            "model_sha256": chosen.model_sha256,
-            "baseline": result.baseline.get("values", {}),
-            "accuracy_target": result.baseline.get("accuracy_target"),
-        },
-    }
-
-
-def _source_model(session: Any) -> dict[str, str]:
-    """The user's file (before preparation) and its sha256."""
-    prepared = session.preparation
-    if prepared is None:
-        return {"path": str(session.model.path), "sha256": session.model.sha256}
-    return {"path": str(prepared.source), "sha256": prepared.source_sha256}
-
-
-def write_export(document: dict[str, Any], out: str | Path) -> Path:
-    """Write an export document as YAML (atomically: the file is whole or absent)."""
-    return atomic_write(Path(out), yaml.safe_dump(document, sort_keys=False))
+    search_path: Sequence[str | Path] = ()
+    input_map: Mapping[str, str] = field(default_factory=dict)
 
 
 def _calibration_data(exported: ExportedConfig, model_info: Any, override: Any,
-                      trust_code: bool) -> tuple[Dataset, int]:
-    info = exported.calibration or {}
+                      trust_code: bool, finding: _Finding) -> tuple[Dataset, int]:
     where = f"{exported.where}: calibration"
+    info = exported.calibration or {}
     batch_size = int(info.get("batch_size", 32))
     if isinstance(override, Dataset):
         data = override
     else:
-        mapping: dict[str, Any] = {"inputs": info.get("inputs"), "constants": info.get("constants"),
-                                   "size": info.get("size")}
-        if override is not None:
-            source = _source(where, path=Path(override), **mapping)
-        elif info.get("loader"):
-            if not trust_code:
-                raise SpecError(
-                    f"{where}.loader: {shorten(info['loader'], 80)} is code named in a config file; "
-                    "quantuna runs it only with --trust-code (API: trust_code=True), or give "
-                    "--calibration FILE.npz"
-                )
-            source = _source(where, loader=info["loader"], **mapping)
-        elif info.get("path"):
-            source = _source(where, path=Path(info["path"]), **mapping)
-        else:
-            raise SpecError(
-                "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
-            )
-        data = load_dataset(source, model_info, where=where)
-        expected = info.get("sha256")
-        if expected and data.sha256 != expected:
+        names = [i.name for i in model_info.inputs]
+        info = map_calibration(info, names, finding.input_map, where)
+        renamed = info.get("inputs") != (exported.calibration or {}).get("inputs")
+        data = load_dataset(_data_source(exported, info, override, trust_code, finding),
+                            model_info, where=where)
+        expected = info.get("data_sha256")
+        if expected and not renamed and data.sha256 != expected:
             logger.warning("the calibration data differs from the study's; the ranges will differ too")
     size = exported.config.calibration_size or 0
     if size > len(data):
         raise SpecError(f"{exported.where}: config.calibration_size: {size} samples asked, the "
                         f"calibration data has {len(data)}")
     return data, batch_size
+
+
+def _data_source(exported: ExportedConfig, info: dict[str, Any], override: Any, trust_code: bool,
+                 finding: _Finding) -> DataSource:
+    """Where the calibration data is: ``--calibration``, the loader, or the recorded file."""
+    where = f"{exported.where}: calibration"
+    mapping: dict[str, Any] = {"inputs": info.get("inputs"), "constants": info.get("constants"),
+                               "size": info.get("size")}
+    if override is not None:
+        return _source(where, path=Path(override), **mapping)
+    if info.get("loader"):
+        if not trust_code:
+            raise SpecError(
+                f"{where}.loader: {shorten(info['loader'], 80)} is code named in a config file; "
+                "quantuna runs it only with --trust-code (API: trust_code=True), or give "
+                "--calibration FILE.npz"
+            )
+        return _source(where, loader=info["loader"], **mapping)
+    if not info.get("path"):
+        raise SpecError(
+            "this config needs calibration data: pass calibration=... (CLI: --calibration FILE.npz)"
+        )
+    recorded = RecordedFile(info["path"], info.get("sha256"), where=f"{where}.path")
+    path = locate(recorded, exported.base, finding.search_path, hint=" or --calibration FILE.npz")
+    if recorded.sha256 and sha256_file(path) != recorded.sha256:
+        logger.warning("%s: %s is not the file the study calibrated with (sha256 differs)",
+                       where, path)
+    return _source(where, path=path, **mapping)
 
 
 def _source(where: str, **fields: Any) -> DataSource:
@@ -280,26 +123,37 @@ def _check_against_model(exported: ExportedConfig, info: Any) -> None:
 
 def apply(
     config: QuantConfig | ExportedConfig | str | Path,
-    model: str | Path,
+    model: str | Path | None = None,
     *,
     out: str | Path | None = None,
     calibration: Dataset | str | Path | None = None,
     trust_code: bool = False,
+    search_path: Sequence[str | Path] = (),
+    input_map: Mapping[str, str] | None = None,
 ) -> Any:
     """Rebuild the quantized model a config describes.
 
     Args:
         config: a ``QuantConfig``, an ``ExportedConfig`` or the path of an exported YAML file.
-        model: the fp32 ONNX model file.
+        model: the fp32 ONNX model file; default: the source model the exported file names
+            (found like the calibration data).
         out: where to write the quantized model (default: a temporary file, removed).
-        calibration: calibration data (a ``Dataset`` or an ``.npz`` path); default: the data the
-            exported file names.
+        calibration: calibration data (a ``Dataset`` or an ``.npz`` path); default: the file the
+            exported config names, relative to the YAML, or found by name and sha256 in
+            ``search_path`` and the current directory.
         trust_code: run a calibration ``loader`` the config names (``pkg.mod:fn``,
             ``file.py:fn``). Off by default: a config file is data, maybe from someone else, and
             never runs code unless you say so.
+        search_path: folders to look in for a file the config names that is not where it says.
+        input_map: ``{config input name: model input name}`` when the model names its inputs
+            otherwise than the study's did (a single input is mapped without it, and logged).
 
     Returns:
         The quantized ``onnx.ModelProto``.
+
+    Raises:
+        SpecError: a file not found (named with its sha256 and the folders searched), input
+            names that do not line up, or a config value this model or onnxruntime refuses.
 
     Example:
         >>> m = quantuna.apply("best.yaml", "model.onnx", out="model.int8.onnx")  # doctest: +SKIP
@@ -314,8 +168,9 @@ def apply(
         exported = config
     else:
         exported = ExportedConfig.read(config)
-    source = inspect_model(Path(model), where="model")
-    expected = exported.provenance.get("source_model", {}).get("sha256")
+    finding = _Finding(tuple(search_path), dict(input_map or {}))
+    source = inspect_model(_model_path(exported, model, finding), where="model")
+    expected = (exported.provenance.get("source_model") or {}).get("sha256")
     if expected and expected != source.sha256:
         logger.warning("the model differs from the one the config was tuned on")
     with tempfile.TemporaryDirectory(prefix="quantuna-apply-") as tmp:
@@ -323,7 +178,7 @@ def apply(
         _check_against_model(exported, info)
         ranges = None
         if exported.config.approach == "static":
-            data, batch_size = _calibration_data(exported, info, calibration, trust_code)
+            data, batch_size = _calibration_data(exported, info, calibration, trust_code, finding)
             ranges = Path(tmp) / "ranges.json"
             # the config's own op types: each tensor's range is computed on its own, so these are
             # the ranges the study's wider calibration gave the tensors this config quantizes
@@ -333,6 +188,19 @@ def apply(
         if out is not None:
             atomic_write(Path(out), built.read_bytes())
         return onnx.load(str(built))
+
+
+def _model_path(exported: ExportedConfig, model: str | Path | None, finding: _Finding) -> Path:
+    """The model given, or the source model the config names (found like any recorded file)."""
+    if model is not None:
+        return Path(model)
+    recorded = exported.provenance.get("source_model") or {}
+    if not recorded.get("path"):
+        raise SpecError(f"{exported.where}: names no source model; give the fp32 model "
+                        "(CLI: --model FILE.onnx)")
+    return locate(RecordedFile(str(recorded["path"]), recorded.get("sha256"),
+                               where=f"{exported.where}: provenance.source_model"),
+                  exported.base, finding.search_path, hint=" or --model FILE.onnx")
 
 
 def _prepared(model: Path, exported: ExportedConfig, tmp: Path) -> Any:

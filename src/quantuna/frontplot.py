@@ -5,7 +5,9 @@ Accuracy (y) against each other objective (x), one panel each, with units on the
 - fp32 as a black star named ``fp32``, the accuracy target as a dashed line named with its value;
 - the feasible Pareto trials red, connected in order of the x objective, each named ``#N``;
 - other feasible trials light blue; infeasible trials faint grey crosses; trials stopped early as
-  hopeless are counted in the legend (they have no latency to place them);
+  hopeless faint grey triangles, at the accuracy of the samples they evaluated (an estimate) and
+  the latency of their short loop (those an older quantuna pruned with no values are counted in
+  the legend);
 - the trial ``quantuna export`` would pick circled and named ``export pick #N``.
 
 Labels are placed greedily so they do not overlap each other. It needs only matplotlib (the
@@ -39,6 +41,7 @@ class Panel:
     x_label: str
     y_label: str
     infeasible: list[tuple[float, float, int]] = field(default_factory=list)
+    stopped: list[tuple[float, float, int]] = field(default_factory=list)
     feasible: list[tuple[float, float, int]] = field(default_factory=list)
     front: list[tuple[float, float, int]] = field(default_factory=list)
     fp32: tuple[float, float] | None = None
@@ -53,11 +56,12 @@ def panels(result: TuneResult) -> list[Panel]:
     out = []
     for name in [n for n in result.objective_names if n != "accuracy"]:
         panel = Panel(name, labels.get(name, name), y_label)
-        for t in result.trials:
+        for t in result.comparable:  # latencies of one CPU only (see quantuna.study.cpus)
             if t.config.is_fp32 or name not in t.values:
                 continue  # fp32 is drawn once, as the star
             point = (float(t.values[name]), float(t.values["accuracy"]), t.number)
-            kind = panel.front if t.number in front else panel.feasible if t.feasible else panel.infeasible
+            kind = (panel.front if t.number in front else panel.feasible if t.feasible
+                    else panel.stopped if t.stopped_early else panel.infeasible)
             kind.append(point)
         if name in base and "accuracy" in base:
             panel.fp32 = (float(base[name]), float(base["accuracy"]))
@@ -94,9 +98,12 @@ def _draw(a: Any, panel: Panel, result: TuneResult, pick: int | None, stopped: i
     if panel.infeasible:
         a.scatter(*_xy(panel.infeasible), c=FAINT, marker="x", s=30,
                   label=f"infeasible ({len(panel.infeasible)})", zorder=2)
+    if panel.stopped:
+        a.scatter(*_xy(panel.stopped), c=FAINT, marker="v", s=30, zorder=2,
+                  label=f"stopped early, hopeless ({len(panel.stopped)}): accuracy on part of the data")
     if stopped:
         a.scatter([], [], c=FAINT, marker="v", s=30,
-                  label=f"stopped early, hopeless ({stopped}): not drawn")
+                  label=f"stopped early by an older quantuna ({stopped}): no values, not drawn")
     if panel.feasible:
         a.scatter(*_xy(panel.feasible), c=FEASIBLE, s=30, label="feasible", zorder=3)
     line = panel_front(panel.front, *_directions(result, panel.name))
@@ -117,7 +124,7 @@ def _draw(a: Any, panel: Panel, result: TuneResult, pick: int | None, stopped: i
     for x, y, number in sorted(panel.front):
         if number != pick:
             labels.add(f"#{number}", (x, y), color=FRONT)
-    chosen = [p for p in panel.front + panel.feasible + panel.infeasible if p[2] == pick]
+    chosen = [p for p in panel.front + panel.feasible + panel.infeasible + panel.stopped if p[2] == pick]
     if chosen:
         x, y, number = chosen[0]
         a.scatter([x], [y], s=420, facecolors="none", edgecolors="black", linewidths=2,
@@ -164,7 +171,7 @@ def front_png(result: TuneResult, *, width: float = 5.6, dpi: int = 100) -> byte
         raise QuantunaError(f"matplotlib is not installed: {REPORT_EXTRA}") from None
     shown = panels(result)
     pick = result.pick("weighted").trial.number if result.trials else None
-    stopped = len(result.stopped_early)
+    stopped = len(result.stopped_early) - sum(t.stopped_early for t in result.trials)  # no values
     fig = Figure(figsize=(width * max(1, len(shown)), 5.0), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, max(1, len(shown)), squeeze=False)[0]
     for ax, panel in zip(axes, shown):
@@ -173,7 +180,9 @@ def front_png(result: TuneResult, *, width: float = 5.6, dpi: int = 100) -> byte
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8)
     name = result.session.spec.name if result.session is not None else result.study.study_name
-    fig.suptitle(f"{name}: accuracy against cost ({len(result.trials)} trials, {result.mode})")
+    where = (f" timed on {result.cpus.reference.label}" if result.cpus is not None and result.cpus.mixed
+             else "")
+    fig.suptitle(f"{name}: accuracy against cost ({len(result.comparable)} trials{where}, {result.mode})")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -4,8 +4,9 @@ The library never prints. Each phase that may take more than a second (building 
 preparing the inputs, the fp32 baseline, the sensitivity ranking, a calibration, the confirm
 phase) runs inside :func:`phase`, which logs a record on the ``quantuna.phase`` logger when it
 starts and when it ends; the record carries ``phase`` (its name) and ``event`` (``start`` or
-``end``, with ``seconds``). The CLI renders them on stderr (a status line, or the progress bar's
-description); with Python's default logging set-up they are INFO records like any other.
+``end``, with ``seconds`` and ``ok``). The CLI renders them on stderr (a live status line on a
+terminal, plain lines elsewhere, or the progress bar's description); with Python's default
+logging set-up they are INFO records like any other.
 
 Example:
     >>> with phase("measuring the fp32 baseline"):  # doctest: +SKIP
@@ -25,15 +26,18 @@ logger = logging.getLogger(LOGGER)
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:
-    """Log the start and the end (with its seconds) of a phase named ``name``."""
+    """Log the start and the end (with its seconds, and ``ok``: False when an exception or
+    Ctrl-C ended it) of a phase named ``name``."""
     start = time.perf_counter()
     logger.info("%s ...", name, extra={"phase": name, "event": "start"})
+    ok = False
     try:
         yield
+        ok = True
     finally:
         seconds = time.perf_counter() - start
-        logger.info("%s: %.1f s", name, seconds,
-                    extra={"phase": name, "event": "end", "seconds": seconds})
+        logger.info("%s: %.1f s" if ok else "%s: stopped after %.1f s", name, seconds,
+                    extra={"phase": name, "event": "end", "seconds": seconds, "ok": ok})
 
 
 def announce(text: str) -> None:

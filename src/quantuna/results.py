@@ -18,7 +18,9 @@ Pick rules (``TuneResult.pick(rule)``):
 - ``score``: weighted mode only, the trial with the highest Optuna value (sum of baseline ratios).
 
 When no trial meets the accuracy target every rule returns the best effort: the trial closest to
-the target, ``feasible=False`` and the ``reason``.
+the target among the fully measured ones, ``feasible=False`` and the ``reason``. A trial stopped
+early (its accuracy pass proved the target out of reach) is complete, infeasible and marked
+``stopped_early``: it is never on the front and never picked.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from quantuna.config import QuantConfig
-from quantuna.errors import QuantunaError
+from quantuna.errors import QuantunaError, SpecError
 from quantuna.front import Point, reported_front
 from quantuna.objective import MultiObjective
 from quantuna.study import attrs
+from quantuna.study.cpus import MEASURED_ON, Cpu, CpuView, cpu_of, measured_on, view_of
 
 if TYPE_CHECKING:
     from quantuna.study.session import Session
@@ -49,6 +52,10 @@ class TrialResult:
             ``runs``: the confirmed figures when ``confirmed``, else the trial's own.
         confirmed: whether the latency comes from the confirm phase.
         model_bytes: the quantized file's size in bytes.
+        cpu: the CPU that timed :attr:`latency` (None: the fp32 model, the reference on every
+            CPU); latencies compare only on one CPU (:mod:`quantuna.study.cpus`).
+        stopped_early: its accuracy pass stopped once the target was out of reach: the accuracy
+            is the metric on the samples seen (see the trial's ``stopped_early`` attr).
     """
 
     number: int
@@ -63,6 +70,8 @@ class TrialResult:
     latency: dict[str, Any] | None = None
     confirmed: bool = False
     model_bytes: int | None = None
+    cpu: Cpu | None = None
+    stopped_early: bool = False
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial,
@@ -82,6 +91,7 @@ class TrialResult:
             model_sha256=stored.get(attrs.MODEL_SHA256),
             latency=stored.get(attrs.LATENCY),
             model_bytes=stored.get(attrs.MODEL_BYTES),
+            stopped_early=attrs.STOP_REASON in stored,
         )
         return result.with_confirmed(confirmed) if confirmed else result
 
@@ -149,6 +159,8 @@ class TuneResult:
         trials: every complete trial.
         pareto: the feasible reported front (noise-aware, one point per model and per tie).
         confirmed: the confirm phase's record (fp32 and trial figures), None when not run.
+        cpus: the CPUs that timed the trials and the reference CPU the front and the pick
+            compare (:mod:`quantuna.study.cpus`); None without a latency objective.
     """
 
     study: optuna.Study
@@ -162,6 +174,15 @@ class TuneResult:
     pareto: list[TrialResult] = field(default_factory=list)
     session: Session | None = None
     confirmed: dict[str, Any] | None = None
+    cpus: CpuView | None = None
+
+    @property
+    def comparable(self) -> list[TrialResult]:
+        """The trials the front and the pick compare: those timed on the reference CPU and the
+        fp32 trial (every trial when one CPU timed them all, or without a latency objective)."""
+        if self.cpus is None:
+            return self.trials
+        return [t for t in self.trials if t.cpu is None or t.cpu == self.cpus.reference]
 
     @property
     def failed(self) -> list[optuna.trial.FrozenTrial]:
@@ -170,11 +191,17 @@ class TuneResult:
 
     @property
     def stopped_early(self) -> list[optuna.trial.FrozenTrial]:
-        """Trials pruned as hopeless, each with its ``stop_reason`` user attr."""
-        return [
-            t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-            if attrs.STOP_REASON in t.user_attrs
-        ]
+        """Trials stopped early as hopeless, each with its ``stop_reason`` user attr: complete
+        and infeasible (an older quantuna left them PRUNED, with no values: counted too)."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return [t for t in self.study.get_trials(deepcopy=False, states=states)
+                if attrs.STOP_REASON in t.user_attrs]
+
+    @property
+    def pruned(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials the study's pruner stopped (weighted mode), each with its ``prune_reason``."""
+        return [t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+                if attrs.STOP_REASON not in t.user_attrs]
 
     def best(self, rule: str = "weighted") -> TrialResult:
         """The trial ``rule`` picks (see the module docs)."""
@@ -191,21 +218,29 @@ class TuneResult:
             raise QuantunaError(f"pick rule {rule!r}: objective {name!r} is not one of {self.objective_names}")
         if rule == "score" and self.mode != "weighted":
             raise QuantunaError("rule 'score' needs a weighted study; use weighted or best:<objective>")
-        if not any(t.feasible for t in self.trials):
+        if not any(t.feasible for t in self.comparable):
             return self._best_effort(rule)
         if rule == "weighted":
             return self._weighted_pick()
         if rule == "score":
-            number = self.study.best_trial.number
-            chosen = next(t for t in self.trials if t.number == number)
-            return Pick(chosen, rule, chosen.feasible, self.study.best_trial.value,
-                        note=self._slower_note(chosen, rule))
+            best = self._best_score()
+            chosen = next(t for t in self.trials if t.number == best.number)
+            return Pick(chosen, rule, chosen.feasible, best.value, note=self._slower_note(chosen, rule))
         assert name is not None
         higher = self.higher_is_better[self.objective_names.index(name)]
         sign = 1 if higher else -1
-        pool = [t for t in self.trials if t.feasible]
+        pool = [t for t in self.comparable if t.feasible]
         chosen = max(pool, key=lambda t: (sign * self._value(t, name), t.values["accuracy"], -t.number))
         return Pick(chosen, rule, True, note=self._slower_note(chosen, rule))
+
+    def _best_score(self) -> optuna.trial.FrozenTrial:
+        """The trial with the highest Optuna value (the weighted score) on the reference CPU."""
+        if self.cpus is None or not self.cpus.mixed:
+            return self.study.best_trial
+        numbers = {t.number for t in self.comparable}
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return max((t for t in done if t.number in numbers and t.value is not None),
+                   key=lambda t: (float(t.value or 0.0), -t.number))
 
     def _value(self, t: TrialResult, name: str) -> float:
         """An objective value as rules compare it: latency as its ratio to fp32 when known."""
@@ -220,12 +255,13 @@ class TuneResult:
                 "asks for another objective")
 
     def _weighted_pick(self) -> Pick:
-        pool = self.pareto if (self.mode == "pareto" and self.pareto) else self.trials
+        pool = self.pareto if (self.mode == "pareto" and self.pareto) else [
+            t for t in self.comparable if not t.stopped_early]
         note = ""
         if LATENCY in self.objective_names:
             fast = [t for t in pool if not t.slower_than_fp32]
             if not fast:  # the fp32 trial is never slower than itself
-                fast = [t for t in self.trials if t.config.is_fp32 and t.feasible]
+                fast = [t for t in self.comparable if t.config.is_fp32 and t.feasible]
             if fast and len(fast) < len(pool):
                 slow = sorted(t.number for t in pool if t.slower_than_fp32)
                 note = f"set aside as slower than fp32: trial {', '.join(map(str, slow))}"
@@ -244,6 +280,8 @@ class TuneResult:
         by_ratio = LATENCY in self.objective_names and all(t.ratio is not None for t in candidates)
         if by_ratio:
             base[LATENCY] = 1.0  # fp32's latency, as a ratio to itself
+        elif LATENCY in base and self.cpus is not None and self.cpus.fp32_ms is not None:
+            base[LATENCY] = self.cpus.fp32_ms  # in ms, as timed on the reference CPU
         names = self.objective_names
 
         def row(t: TrialResult) -> list[float]:
@@ -254,10 +292,17 @@ class TuneResult:
         return Pick(candidates[result.index], "weighted", result.feasible, result.scores[result.index])
 
     def _best_effort(self, rule: str) -> Pick:
-        """No trial meets the target: the one closest to it (then faster, then simpler)."""
-        chosen = min(self.trials, key=lambda t: (t.constraint, t.ratio or 0.0, t.simplicity))
+        """No trial meets the target: the one closest to it (then faster, then simpler), among
+        the fully measured trials (one stopped early has only an estimate of its accuracy)."""
+        pool = [t for t in self.comparable if not t.stopped_early] or self.comparable
+        chosen = min(pool, key=lambda t: (t.constraint, t.ratio or 0.0, t.simplicity))
         target = self.baseline.get("accuracy_target")
-        reason = (f"no trial meets the accuracy target; best effort: trial {chosen.number} "
+        which = "no trial meets the accuracy target"
+        elsewhere = sum(1 for t in self.trials if t.feasible)
+        if elsewhere and self.cpus is not None:  # feasible trials were timed on other CPUs
+            which = (f"no trial timed on {self.cpus.reference.label} meets the accuracy target "
+                     f"({elsewhere} timed on other CPUs do: see --cpu)")
+        reason = (f"{which}; best effort: trial {chosen.number} "
                   f"(accuracy {chosen.values['accuracy']:.4g}, target {target:.4g})")
         return Pick(chosen, rule, False, reason=reason)
 
@@ -293,20 +338,35 @@ def pareto_front(trials: list[TrialResult], names: list[str], higher: list[bool]
     return [by_number[p.key] for p in kept]
 
 
-def collect_results(study: optuna.Study, session: Session) -> TuneResult:
-    """Read a study's trials into a :class:`TuneResult` (confirmed latency where confirmed)."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+def collect_results(study: optuna.Study, session: Session, cpu: str | None = None) -> TuneResult:
+    """Read a study's trials into a :class:`TuneResult` (confirmed latency where confirmed).
+
+    ``cpu`` (an id or part of a label, see :mod:`quantuna.study.cpus`): the CPU whose trials the
+    front and the pick compare; default: the module's rule.
+    """
+    everything = study.get_trials(deepcopy=False)
+    by_number = {t.number: t.user_attrs for t in everything}
     confirmed = study.user_attrs.get(attrs.CONFIRMED)
     figures = (confirmed or {}).get("trials", {})
-    trials = [TrialResult.from_trial(t, figures.get(str(t.number)))
-              for t in complete if attrs.VALUES in t.user_attrs]
+    threads = session.spec.measure.performance.threads
+    confirm_cpu = cpu_of(confirmed, threads) if confirmed else None
+    trials = []
+    for t in everything:
+        if t.state != optuna.trial.TrialState.COMPLETE or attrs.VALUES not in t.user_attrs:
+            continue
+        own = figures.get(str(t.number))
+        where = measured_on(t.user_attrs, by_number, threads)
+        if own:
+            where = cpu_of(own[MEASURED_ON], threads) if own.get(MEASURED_ON) else confirm_cpu
+        read = TrialResult.from_trial(t, own)
+        trials.append(replace(read, cpu=None if read.config.is_fp32 else where))
     if confirmed and confirmed.get("fp32"):  # the fp32 model is the reference: ratio 1, exactly
         reference = {**confirmed["fp32"], "fp32_ms": confirmed["fp32"]["ms"], "ratio": 1.0,
                      "low": 1.0, "high": 1.0}
         trials = [t.with_confirmed(reference) if t.config.is_fp32 else t for t in trials]
     criterion = dict(session.spec.tuning.accuracy_criterion.as_dict())
     criterion["higher_is_better"] = session.metric.higher_is_better
-    return TuneResult(
+    result = TuneResult(
         study=study,
         mode=session.mode,
         objective_names=list(session.objective_names),
@@ -315,7 +375,26 @@ def collect_results(study: optuna.Study, session: Session) -> TuneResult:
         accuracy_criterion=criterion,
         baseline=dict(study.user_attrs.get(attrs.BASELINE, {})),
         trials=trials,
-        pareto=pareto_front(trials, session.objective_names, session.higher_is_better),
         session=session,
         confirmed=confirmed,
     )
+    if LATENCY in result.objective_names:
+        result = _on_one_cpu(result, cpu, confirm_cpu, threads)
+    elif cpu is not None:
+        raise SpecError(f"--cpu {cpu!r}: the study has no performance objective, so no latency to compare")
+    result.pareto = pareto_front(result.comparable, result.objective_names, result.higher_is_better)
+    return result
+
+
+def _on_one_cpu(result: TuneResult, asked: str | None, confirm_cpu: Cpu | None,
+                threads: int) -> TuneResult:
+    """The result with its :class:`CpuView` (the reference CPU, fp32's latency on it)."""
+    view = view_of(result.trials, result.baseline, result.confirmed, confirm_cpu,
+                   asked=asked, threads=threads, latency=LATENCY)
+    if view is None:
+        return result
+    trials = result.trials
+    if view.fp32_ms is not None:  # the fp32 trial reports fp32 as timed on the reference CPU
+        trials = [replace(t, values={**t.values, LATENCY: view.fp32_ms}) if t.config.is_fp32 else t
+                  for t in trials]
+    return replace(result, trials=trials, cpus=view)

@@ -151,8 +151,8 @@ class SpaceSection(_Strict):
     reduce_range: list[bool] = Field(default=[False], min_length=1)
     activation_symmetric: list[bool] = Field(default=[False], min_length=1)
     weight_symmetric: list[bool] = Field(default=[True], min_length=1)
-    calibrate_method: list[Literal["MinMax", "Entropy", "Percentile"]] = Field(
-        default=["MinMax"], min_length=1
+    calibrate_method: list[Literal["MinMax", "MovingAverage", "Entropy", "Percentile"]] = Field(
+        default=["MinMax", "MovingAverage"], min_length=1
     )
     percentile: list[float] = Field(default=[99.999], min_length=1)
     calibration_size: list[int] | None = None

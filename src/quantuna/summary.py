@@ -14,6 +14,7 @@ from typing import Any
 from quantuna._secrets import redact_url
 from quantuna.results import LATENCY, Pick, TrialResult, TuneResult
 from quantuna.study import attrs
+from quantuna.study.cpus import cpu_of
 
 
 def format_value(value: Any) -> str:
@@ -31,10 +32,13 @@ def objective_labels(result: TuneResult) -> list[str]:
 
 
 def baseline_values(result: TuneResult) -> dict[str, Any]:
-    """fp32's values as reported: its latency from the confirm phase when there was one."""
+    """fp32's values as reported: its latency on the reference CPU (the confirm phase's when
+    there was one)."""
     base = dict(result.baseline.get("values", {}))
     fp32 = (result.confirmed or {}).get("fp32")
-    if fp32 and LATENCY in base:
+    if result.cpus is not None and result.cpus.fp32_ms is not None and LATENCY in base:
+        base[LATENCY] = float(result.cpus.fp32_ms)  # as timed on the CPU the trials compare on
+    elif fp32 and LATENCY in base:
         base[LATENCY] = float(fp32["ms"])
     return base
 
@@ -147,6 +151,10 @@ def _latency_fact(result: TuneResult) -> str:
     how = (f"median of {p.timed_rounds} rounds x {p.runs_per_round} runs, each round interleaved with "
            "fp32; +x% [95 % interval] is the ratio to fp32") if p is not None else ""
     confirmed = result.confirmed
+    elsewhere = cpu_of(confirmed or {}, p.threads if p is not None else None)
+    if confirmed and result.cpus is not None and elsewhere not in (None, result.cpus.reference):
+        assert elsewhere is not None
+        return f"{how}; not confirmed on this CPU (the confirm phase ran on {elsewhere.label}): the trials' own figures"
     if confirmed:
         shown = sorted(t.number for t in result.pareto if t.confirmed)
         numbers = ", ".join(str(n) for n in shown) or "none of the front"
@@ -174,13 +182,15 @@ def summarize(result: TuneResult) -> StudySummary:
     base = baseline_values(result)
     measured = sum(1 for t in result.trials if t.reused_from is None)
     feasible = sum(1 for t in result.trials if t.feasible)
+    pruned = len(result.pruned)
     criterion = {k: v for k, v in result.accuracy_criterion.items() if k != "higher_is_better"}
     sign = ">=" if result.accuracy_criterion.get("higher_is_better", True) else "<="
     facts = {
         "trials": (
             f"{len(result.trials)} complete ({measured} measured, the rest reused; {feasible} "
-            f"feasible), {len(result.stopped_early)} stopped early as hopeless, "
-            f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
+            f"feasible), {len(result.stopped_early)} stopped early as hopeless (infeasible), "
+            + (f"{pruned} pruned, " if pruned else "")
+            + f"{len(result.failed)} failed; {len(result.pareto)} on the feasible Pareto front"
         ),
         "fp32 baseline": ", ".join(
             f"{label} {format_value(base.get(n))}"
@@ -193,6 +203,8 @@ def summarize(result: TuneResult) -> StudySummary:
     }
     if LATENCY in result.objective_names:
         facts["latency"] = _latency_fact(result)
+    if result.cpus is not None and result.cpus.mixed:
+        facts["cpus"] = result.cpus.line()
     best_effort = ""
     if result.trials:
         pick = result.pick("weighted")
@@ -220,13 +232,17 @@ def summarize(result: TuneResult) -> StudySummary:
 
 def _trial_payload(t: TrialResult) -> dict[str, Any]:
     return {"trial": t.number, "values": t.values, "relative": t.relative, "latency": t.latency,
-            "confirmed": t.confirmed, "feasible": t.feasible, "config": t.config.to_dict(),
-            "summary": t.summary, "model_sha256": t.model_sha256}
+            "confirmed": t.confirmed, "feasible": t.feasible, "stopped_early": t.stopped_early,
+            "config": t.config.to_dict(), "summary": t.summary, "model_sha256": t.model_sha256,
+            "cpu": None if t.cpu is None else t.cpu.id}
 
 
 def show_payload(result: TuneResult) -> dict[str, Any]:
     """``quantuna show --format json``: the pick (feasible or not, and why), the front, trial
-    counts by state, units and the storage."""
+    counts by Optuna state (``trials``) and of those stopped early as hopeless
+    (``stopped_early``: COMPLETE and infeasible; PRUNED when an older quantuna stopped them),
+    units, the storage, and the CPUs (which one the front compares, the others with their trial
+    counts)."""
     session = result.session
     pick = result.pick("weighted") if result.trials else None
     states = Counter(t.state.name for t in result.study.get_trials(deepcopy=False))
@@ -238,8 +254,10 @@ def show_payload(result: TuneResult) -> dict[str, Any]:
         "units": units,
         "storage": redact_url(session.spec.storage) if session is not None else None,
         "trials": dict(sorted(states.items())),
+        "stopped_early": len(result.stopped_early),
         "baseline": result.baseline,
         "confirmed": result.confirmed,
+        "cpus": None if result.cpus is None else result.cpus.to_dict(),
         "pick": None if pick is None else {
             **_trial_payload(pick.trial), "rule": pick.rule, "feasible": pick.feasible,
             "reason": pick.reason, "note": pick.note, "score": pick.score},

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["speedups", "overhead", "calibration_reuse", "search_quality", "workers", "truth"]
+SCRIPTS = ["speedups", "overhead", "calibration_reuse", "search_quality", "workers", "truth", "peers"]
 
 
 def main() -> None:

@@ -166,3 +166,19 @@ def test_a_target_beyond_the_metrics_bound_exits_2_with_one_line(tiny_dir: Path)
     out = quantuna("run", write_spec(tiny_dir, spec), "--no-progress")
     _assert_clean_failure(out, "tiny.yaml", "tuning.accuracy_criterion", "1.005", "top1's bound of 1")
     assert _count_finished(tiny_dir / "tiny.db") == 0
+
+
+def test_a_budget_larger_than_the_space_stops_exits_0_and_says_so(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"approach": ["dynamic"]}  # fp32, dynamic [Conv]: 2 distinct configs
+    spec["tuning"]["exit_policy"] = {"max_trials": 40}
+    path = write_spec(tiny_dir, spec)
+    run = quantuna("run", path)  # with the progress bar: the line is written above it
+    assert run.returncode == 0, run.stderr
+    line = ("quantuna: the space is exhausted: all 2 distinct configs have a finished trial; "
+            "2 trials spent, 38 of the 40-trial budget left unused")
+    assert run.stderr.count(line) == 1, run.stderr
+    assert "trials: 2 complete" in run.stdout
+    again = quantuna("run", path)  # resumed: no trial, the same line, not "budget reached"
+    assert again.returncode == 0 and line in again.stderr and "budget reached" not in again.stderr
+    assert "trials: 2 complete" in again.stdout

@@ -83,7 +83,7 @@ def storage_url(request: pytest.FixtureRequest) -> str:
 
 
 def _spec(directory: Path, budget: int, **overrides: Any) -> Path:
-    """The tiny spec with a small space (8 configs), so that a budget of 10 repeats configs."""
+    """The tiny spec with a small space (5 distinct configs: dynamic has no Gemm kernel)."""
     spec = tiny_spec(directory, **overrides)
     spec["study"] = {"name": f"dist-{uuid.uuid4().hex[:8]}", "seed": 0}
     spec["tuning"]["exit_policy"] = {"max_trials": budget}
@@ -169,7 +169,7 @@ def _spent(study: optuna.Study) -> int:
 def test_workers_share_one_budget_baseline_and_measurements(
     tiny_dir: Path, storage_url: str, launch: str
 ) -> None:
-    budget = 10
+    budget = 4  # below the space's 5 configs: the budget, not the space, ends the study
     spec = _spec(tiny_dir, budget)
     if launch == "--jobs 3":
         procs = [_start("-v", "run", spec, "--storage", storage_url, "--jobs", 3, cwd=tiny_dir)]
@@ -193,10 +193,43 @@ def test_workers_share_one_budget_baseline_and_measurements(
     assert SECRET not in repr(study.user_attrs) + repr([t.user_attrs for t in study.trials])
 
 
+@pytest.mark.parametrize("launch", ["three commands", "--jobs 3"])
+def test_workers_stop_when_the_space_is_exhausted_and_say_so(
+    tiny_dir: Path, storage_url: str, launch: str
+) -> None:
+    budget = 12  # over twice the space's 5 distinct configs
+    spec = _spec(tiny_dir, budget)
+    from quantuna.spec import load_spec
+    from quantuna.study.session import prepare
+
+    distinct = len(prepare(load_spec(spec)).space.distinct_configs())
+    assert distinct == 5
+    if launch == "--jobs 3":
+        procs = [_start("run", spec, "--storage", storage_url, "--jobs", 3, cwd=tiny_dir)]
+    else:
+        procs = [_start("-v", "run", spec, "--storage", storage_url, "--no-progress", cwd=tiny_dir)
+                 for _ in range(3)]
+    results = [_finish(p) for p in procs]
+    output = "\n".join(text for _, text in results)
+    assert all(code == 0 for code, _ in results), output
+    assert "the space is exhausted: all 5 distinct configs have " in output, output
+    study = _load(storage_url, spec)
+    keys = {t.user_attrs.get("config_key") for t in study.trials if t.state.is_finished()}
+    assert len(keys) == distinct
+    # a worker stops once the configs left run in other workers: one whose last draw raced
+    # another's may repeat one config, once; none spins through the budget on repeats
+    assert distinct <= _spent(study) <= distinct + 2 < budget
+    _assert_one_measurement_per_config(study)
+    spent = _spent(study)
+    code, again = _finish(_start("run", spec, "--storage", storage_url, cwd=tiny_dir))  # resumed
+    assert code == 0 and "the space is exhausted" in again, again
+    assert _spent(_load(storage_url, spec)) == spent
+
+
 def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
     tiny_dir: Path, storage_url: str
 ) -> None:
-    budget = 6
+    budget = 4  # below the space's 5 configs: the budget, not the space, ends the study
     spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
     worker = _start("run", spec, "--storage", storage_url, "--no-progress", cwd=tiny_dir)
     busy = tiny_dir / f"busy-{worker.pid}"
@@ -247,7 +280,7 @@ def test_a_killed_worker_loses_no_trial_and_a_restart_completes_the_study(
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_every_job_and_the_same_command_resumes(tiny_dir: Path, presses: int) -> None:
     """Once: the workers end their running trial; twice 0.15 s apart: they are killed at once."""
-    budget = 6
+    budget = 4  # below the space's 5 configs: the budget, not the space, ends the study
     spec = _spec(tiny_dir, budget, accuracy=_write_slow_metric(tiny_dir))
     url = f"sqlite:///{tiny_dir / 'jobs.db'}"
     parent = _start("run", spec, "--storage", url, "--jobs", 2, "--no-progress", cwd=tiny_dir)
@@ -337,8 +370,9 @@ def test_a_study_measured_on_two_cpus_warns(caplog: pytest.LogCaptureFixture) ->
     study.add_trial(optuna.create_trial(value=1.0, user_attrs={"host": "c", "cpu": "CPU two"}))
     with caplog.at_level("WARNING", logger="quantuna.study.workers"):
         assert warn_mixed_cpus(study)
-    assert mixed_cpus(study) == {"CPU one": ["a", "b"], "CPU two": ["c"]}
-    assert "not comparable" in caplog.text and "CPU two (c)" in caplog.text
+    one, two = "CPU one (no int8 ISA extension)", "CPU two (no int8 ISA extension)"
+    assert mixed_cpus(study) == {one: ["a", "b"], two: ["c"]}
+    assert "not comparable" in caplog.text and f"{two} (c)" in caplog.text
 
 
 def test_storage_errors_never_show_the_password() -> None:

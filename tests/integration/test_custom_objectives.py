@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
@@ -114,3 +115,9 @@ def test_inc_multi_objectives_weights_default_to_equal(tiny_dir: Path) -> None:
     assert result.weights == pytest.approx([1 / 3] * 3)
     assert result.study.metric_names == ["weighted score (fp32 = 1)"]
     assert result.baseline["values"]["footprint"] > 0
+    # which method measured it is on record: exact VmHWM on Linux (docs/objectives.md per OS)
+    expected = "vmhwm" if os.access("/proc/self/clear_refs", os.W_OK) else result.baseline["footprint_method"]
+    assert result.baseline["footprint_method"] == expected
+    measured = [t for t in result.study.trials
+                if t.user_attrs.get("values") and t.user_attrs.get("reused_measurement_from") is None]
+    assert measured and all(t.user_attrs["footprint_method"] == expected for t in measured)

@@ -51,10 +51,13 @@ def test_the_confirm_phase_retimes_the_front_and_the_pick_uses_it(digits_copy: P
             continue
         figures = confirmed["trials"][str(t.number)]
         assert figures["rebuilt_identical"] is True  # the same bytes were re-timed
+        assert figures["measured_on"]["cpu"] == confirmed["cpu"]  # each figure keeps its CPU
         assert t.values["performance"] == figures["ms"] and t.relative["performance"] == figures["ratio"]
         assert t.latency == figures
     pick = result.pick()
     assert pick.trial.confirmed and not pick.trial.slower_than_fp32
+    assert result.cpus is not None and result.cpus.why == "the CPU the confirm phase ran on"
+    assert not result.cpus.mixed  # one host: no cpus line, the summary as before
     # what everyone shows comes from the confirmed figures
     summary = summarize(result).to_text()
     assert "confirmed: trial" in summary

@@ -86,7 +86,7 @@ def test_the_line_joins_only_the_panels_own_front() -> None:
     assert [p[2] for p in panel_front(points)] == [3, 8, 0]  # #5 is behind #0 here
 
 
-def test_a_budget_larger_than_the_space_says_when_it_is_exhausted(
+def test_a_budget_larger_than_the_space_stops_when_it_is_exhausted_and_says_so(
     tiny_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
@@ -96,8 +96,47 @@ def test_a_budget_larger_than_the_space_says_when_it_is_exhausted(
     spec = tiny_spec(tiny_dir)
     spec["space"] = {"approach": ["dynamic"]}
     spec["tuning"] = {**spec["tuning"], "exit_policy": {"max_trials": 12}}
+    path = write_spec(tiny_dir, spec)
     with caplog.at_level(logging.INFO, logger="quantuna.phase"):
-        result = run_study(write_spec(tiny_dir, spec))
+        result = run_study(path)
     distinct = len(result.session.space.distinct_configs())
-    assert distinct < len(result.study.trials) == 12  # the budget holds (workers share it)
-    assert caplog.text.count(f"the space is exhausted: all its {distinct} distinct configs") == 1
+    keys = [t.user_attrs["config_key"] for t in result.study.trials]
+    assert distinct < 12 and len(keys) == len(set(keys)) == distinct  # each config once, no repeat
+    line = (f"the space is exhausted: all {distinct} distinct configs have a finished trial; "
+            f"{distinct} trials spent, {12 - distinct} of the 12-trial budget left unused")
+    assert caplog.text.count(line) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="quantuna.phase"):
+        again = run_study(path)  # resumed: nothing new to try, and it says so
+    assert len(again.study.trials) == distinct and caplog.text.count(line) == 1
+
+
+def test_a_worker_stops_when_the_configs_left_run_elsewhere_but_a_resume_waits_for_them(
+    tiny_dir: Path,
+) -> None:
+    import optuna
+
+    from quantuna.spec import load_spec
+    from quantuna.study.exhaustion import SpaceWatch
+    from quantuna.study.session import prepare
+
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"approach": ["dynamic"]}
+    space = prepare(load_spec(write_spec(tiny_dir, spec))).space
+    keys = [c.key() for c in space.distinct_configs()]
+    study = optuna.create_study()
+    for key in keys[:-1]:
+        study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"config_key": key}))
+    other = study.ask()  # another worker measures the last config
+    other.set_user_attr("config_key", keys[-1])
+    watch = SpaceWatch(space, budget=40)
+    spent = len(keys) - 1
+    assert not watch.exhausted(study, spent)  # a resumed run: the last config has no result yet
+    assert watch.exhausted(study, spent, running_too=True)  # a worker: nothing new to try
+    assert "have a trial (1 still running in other workers)" in watch.line(spent)
+    assert not SpaceWatch(space, budget=len(keys) - 1).exhausted(study, spent, running_too=True)
+    study.tell(other, 1.0)
+    assert watch.exhausted(study, len(keys))
+    assert watch.line(len(keys)).endswith(
+        f"have a finished trial; {len(keys)} trials spent, {40 - len(keys)} of the 40-trial "
+        "budget left unused")

@@ -1,4 +1,5 @@
-"""The warm start tries an outlier-resistant calibration and each op type alone early."""
+"""The warm start tries an outlier-resistant calibration, the other format and each op type alone
+early."""
 
 from __future__ import annotations
 
@@ -21,13 +22,27 @@ def test_outliers_in_calibration_meet_percentile_in_the_warm_start(tiny_dir: Pat
     spec["space"] = {"calibrate_method": ["MinMax", "Percentile"], "percentile": [99.0, 99.9]}
     result = run_study(write_spec(tiny_dir, spec), n_trials=10)
     first = [t.user_attrs["summary"] for t in result.study.trials[:5]]
-    assert first == [
-        "static QDQ U8S8 MinMax/40 [Conv,Gemm]", "fp32",
+    assert first == [  # outliers detected: the robust calibration leads the warm start
         "static QDQ U8S8 Percentile(99.0)/40 [Conv,Gemm]",  # the space's lowest percentile
+        "static QDQ U8S8 MinMax/40 [Conv,Gemm]", "fp32",
         "static QDQ U8S8 MinMax/40 [Conv]", "static QDQ U8S8 MinMax/40 [Gemm]",
     ]
-    minmax, _, percentile = (result.study.trials[i].user_attrs["values"]["accuracy"] for i in range(3))
+    percentile, minmax = (result.study.trials[i].user_attrs["values"]["accuracy"] for i in range(2))
     assert percentile > minmax  # the outliers cost MinMax accuracy that Percentile keeps
+
+
+def test_a_space_with_both_formats_tries_the_other_one_early(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir)
+    spec["space"] = {"quant_format": ["QDQ", "QOperator"], "calibrate_method": ["MinMax", "Percentile"],
+                     "percentile": [99.9]}
+    result = run_study(write_spec(tiny_dir, spec), n_trials=10)
+    first = [t.user_attrs["summary"] for t in result.study.trials[:6]]
+    assert first == [
+        "static QDQ U8S8 MinMax/40 [Conv,Gemm]", "fp32",
+        "static QDQ U8S8 Percentile(99.9)/40 [Conv,Gemm]",
+        "static QOperator U8S8 MinMax/40 [Conv,Gemm]",  # the default int8 config, other format
+        "static QDQ U8S8 MinMax/40 [Conv]", "static QDQ U8S8 MinMax/40 [Gemm]",
+    ]
 
 
 def test_a_small_budget_leaves_no_warm_start_trial_waiting(tiny_spec_path: Path) -> None:

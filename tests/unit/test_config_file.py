@@ -71,6 +71,12 @@ def test_a_config_round_trips_through_the_schema() -> None:
     assert QuantConfig.from_dict(dynamic).approach == "dynamic"
 
 
+def test_node_names_exported_from_pytorch_round_trip() -> None:
+    """torch.onnx names nodes ``/features/features.2/Conv``: an ``auto`` fallback keeps them fp32."""
+    config = QuantConfig.from_dict({**STATIC, "exclude_nodes": ["/classifier/classifier.1/Gemm"]})
+    assert QuantConfig.from_dict(config.to_dict()) == config
+
+
 def test_op_types_unknown_to_onnxruntime_and_the_model_are_refused(tiny_dir: Path) -> None:
     doc = _document(tiny_dir)
     doc["config"]["op_types"] = ["Conv", "NotAnOp"]

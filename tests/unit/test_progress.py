@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import re
+import sys
+import time
+
+import pytest
+
+from quantuna.cli import progress as progress_module
+from quantuna.cli import spinner as spinner_module
+from quantuna.cli.progress import PhaseLines
 from quantuna.cli.run import Progress
+from quantuna.phases import phase
 
 
 class FakeBar:
@@ -87,3 +98,99 @@ def test_a_spent_budget_says_so(capsys) -> None:
     study = optuna.create_study()
     Progress(enabled=True).ready(study, 0)
     assert "budget reached: the study has spent 0 trials" in capsys.readouterr().err
+
+
+class FakeTTY(io.StringIO):
+    """A terminal as the status line sees one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the status line never drew"
+        time.sleep(0.01)
+
+
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "SLOW", 0.0)
+    monkeypatch.setattr(spinner_module, "INTERVAL", 0.01)
+
+
+def test_on_a_terminal_a_spinner_names_the_running_phase_and_stops_with_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _fast(monkeypatch)
+    stream = FakeTTY()
+    progress = Progress(enabled=True, stream=stream)
+    assert progress.status is not None
+    with PhaseLines(progress):
+        with phase("checking the spec, the model and the data"):
+            with phase("building big.onnx with build.py:make (once)"):
+                _wait_for(lambda: stream.getvalue().count("\rquantuna: building big.onnx") >= 3)
+            progress._say("quantuna: a fact")  # a line while a frame is up: the frame is wiped first
+            mark = len(stream.getvalue())
+            _wait_for(lambda: "\rquantuna: checking the spec" in stream.getvalue()[mark:])
+        done = stream.getvalue()
+        time.sleep(0.1)
+        assert stream.getvalue() == done  # nothing after the phase ended
+        assert progress.status.thread is None
+    assert re.search(r"\rquantuna: building big\.onnx with build\.py:make \(once\) [|/\\-] \d+ s", done)
+    lines = [line.strip() for line in done.replace("\r", "\n").splitlines() if line.strip()]
+    assert "quantuna: a fact" in lines
+    assert lines[-1].startswith("quantuna: checking the spec, the model and the data: ")
+    assert done.endswith("s\n")  # the end line, on a wiped line, is the last thing written
+
+
+def test_a_phase_stopped_by_ctrl_c_leaves_no_frame_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fast(monkeypatch)
+    stream = FakeTTY()
+    progress = Progress(enabled=True, stream=stream)
+    with pytest.raises(KeyboardInterrupt), PhaseLines(progress):
+        with phase("measuring the fp32 baseline"):
+            _wait_for(lambda: "\rquantuna: measuring" in stream.getvalue())
+            raise KeyboardInterrupt
+    done = stream.getvalue()
+    time.sleep(0.1)
+    assert stream.getvalue() == done and progress.status.thread is None
+    assert done.endswith(" s\n")  # the last thing written: the end line, on a wiped line
+    assert done.split("\r")[-1].startswith("quantuna: measuring the fp32 baseline: stopped after ")
+    assert sys.stderr is not None and not isinstance(sys.stderr, spinner_module.ClearingStream)
+
+
+def test_off_a_terminal_or_without_progress_no_spinner_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fast(monkeypatch)
+    plain = io.StringIO()  # not a TTY: the phase lines of before, no frames
+    progress = Progress(enabled=True, stream=plain)
+    assert progress.status is None
+    with PhaseLines(progress), phase("measuring the fp32 baseline"):
+        _wait_for(lambda: "..." in plain.getvalue())
+    assert "\r" not in plain.getvalue()
+    assert plain.getvalue().startswith("quantuna: measuring the fp32 baseline ...\n")
+    tty = FakeTTY()
+    off = Progress(enabled=False, stream=tty)  # --no-progress and workers
+    with PhaseLines(off), phase("measuring the fp32 baseline"):
+        time.sleep(0.05)
+    assert off.status is None and tty.getvalue() == ""
+
+
+def test_log_records_go_above_the_open_bar_and_the_handlers_get_their_streams_back() -> None:
+    """``-v``: a log record while the bar is open is a line of its own above the bar (never
+    glued to the bar's line), and closing the bar gives the handler its own stream back."""
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = Progress(enabled=True, stream=stream)
+        progress.ready(FakeStudy([]), 3)
+        logging.getLogger("quantuna.test").warning("a record while the bar is open")
+        progress.close()
+        assert handler.stream is stream
+    finally:
+        root.removeHandler(handler)
+    lines = re.split(r"[\r\n]", stream.getvalue())
+    assert "a record while the bar is open" in lines  # the whole line, nothing of the bar on it

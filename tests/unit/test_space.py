@@ -82,3 +82,9 @@ def test_config_round_trip_and_key() -> None:
     assert QuantConfig.from_dict({"approach": "fp32"}).key() != config.key()
     with pytest.raises(SpecError, match="unknown key 'per_chanel'"):
         QuantConfig.from_dict({"per_chanel": True})
+
+
+def test_the_default_space_offers_an_outlier_resistant_calibration(tiny_dir: Path) -> None:
+    assert "MovingAverage" in SpaceSection().calibrate_method
+    methods = {c.calibrate_method for _, c in _space(tiny_dir).enumerate() if c.approach == "static"}
+    assert {"MinMax", "MovingAverage"} <= methods

@@ -87,3 +87,13 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds >= 0")
     return value
+
+
+CPU_HELP = ("compare the latencies of the trials timed on this CPU (an id or a part of its name, "
+            "as the summary lists them); default: the CPU the confirm phase ran on, else this "
+            "host's CPU if it timed trials, else the CPU that timed the most")
+
+
+def add_cpu_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu ID``: latencies compare only on one CPU; which one (see quantuna.study.cpus)."""
+    parser.add_argument("--cpu", metavar="ID", help=CPU_HELP)

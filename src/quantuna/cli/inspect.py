@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from quantuna.cli._common import add_cpu_argument
+
 
 def add_parsers(sub: Any) -> None:
     """Add ``validate SPEC`` and ``show SPEC [--storage URL] [--format table|json]``."""
@@ -28,6 +30,7 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
     show.add_argument("--format", choices=["table", "json"], default="table",
                       help="table (default, for a terminal) or json (for scripts)")
+    add_cpu_argument(show)
     show.set_defaults(handler=cmd_show)
 
 
@@ -58,6 +61,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"note      {note}")
     print(f"data      calibration {len(session.calibration)} samples, evaluation "
           f"{len(session.evaluation)} samples")
+    _print_outliers(session)
     directions = ", ".join(f"{n} ({'max' if h else 'min'})"
                            for n, h in zip(session.objective_names, session.higher_is_better))
     print(f"objectives {directions}; mode {session.mode}")
@@ -65,6 +69,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _print_space(session)
     print("ok")
     return 0
+
+
+def _print_outliers(session: Any) -> None:
+    from quantuna.data import OUTLIER_RATIO, outlier_inputs
+    from quantuna.study.sensitivity import robust_calibration
+
+    found = outlier_inputs(session.calibration)
+    if not found:
+        return
+    default = session.space.default_int8()
+    robust = robust_calibration(session, default) if default is not None else None
+    shown = ", ".join(f"{name} {ratio:,.0f}x" for name, ratio in found.items())
+    then = (f"the warm start tries {robust.calibrate_method} calibration first" if robust is not None
+            else "add MovingAverage to space.calibrate_method: MinMax ranges will be stretched")
+    print(f"note      calibration outliers: a sample's range > {OUTLIER_RATIO:g}x the median sample's "
+          f"({shown}); {then}")
 
 
 def _print_space(session: Any) -> None:
@@ -92,7 +112,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from quantuna.study.run import load_results
     from quantuna.summary import show_payload, summarize
 
-    result = load_results(args.spec, storage=args.storage)
+    result = load_results(args.spec, storage=args.storage, cpu=args.cpu)
     if args.format == "table":
         print(summarize(result).to_text(shutil.get_terminal_size().columns))
         return 0

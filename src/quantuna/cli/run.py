@@ -80,7 +80,6 @@ def _run(args: argparse.Namespace, progress: Progress) -> tuple[Any, list[int | 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run ``quantuna run``: the study, then its summary (workers print nothing)."""
-    from quantuna.study.workers import warn_mixed_cpus
     from quantuna.summary import summarize
 
     progress = Progress(enabled=not args.no_progress and not args.worker)
@@ -95,7 +94,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.close()
     if args.worker:
         return 0
-    warn_mixed_cpus(result.study)
     print(summarize(result).to_text(shutil.get_terminal_size().columns))
     stopped = [(i, code) for i, code in enumerate(codes) if code]
     if stopped:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from quantuna.cli._common import add_cpu_argument
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -60,6 +62,7 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         help="auto or matplotlib: the annotated front; kaleido: the plotly trade-off figure",
     )
     parser.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    add_cpu_argument(parser)
     parser.set_defaults(handler=cli_report)
     return parser
 
@@ -102,7 +105,7 @@ def cli_report(args: argparse.Namespace) -> int:
     check_output_path(args.output, where="-o")  # before any work
     if args.png is not None:
         check_output_path(args.png, where="--png")
-    result = load_results(args.spec, storage=args.storage)
+    result = load_results(args.spec, storage=args.storage, cpu=args.cpu)
     out = write_report(result, args.output)
     print(f"wrote {out} ({out.stat().st_size // 1024} kB, opens without a network)")
     if args.png is not None:

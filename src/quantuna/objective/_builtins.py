@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +12,7 @@ from typing import Any
 import numpy as np
 
 from quantuna.objective._base import MIB, Objective, objective_registry
-
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None  # type: ignore[assignment]
+from quantuna.objective._memory import CLEAR_REFS, METHODS, PeakProbe, choose_method
 
 logger = logging.getLogger("quantuna.objective")
 
@@ -72,102 +66,49 @@ class Performance(Objective):
         return batch_size * 1000.0 / median_ms if median_ms > 0 else 0.0
 
 
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class _RssSampler(threading.Thread):
-    """Polls VmRSS every ``interval`` seconds and keeps the maximum (KiB)."""
-
-    def __init__(self, interval: float = 0.001) -> None:
-        super().__init__(name="quantuna-footprint", daemon=True)
-        self._interval = interval
-        self._stop_event = threading.Event()
-        self.peak = _proc_status_kib("VmRSS") or 0
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self._interval):
-            self.peak = max(self.peak, _proc_status_kib("VmRSS") or 0)
-
-    def finish(self) -> int:
-        self._stop_event.set()
-        self.join()
-        return max(self.peak, _proc_status_kib("VmRSS") or 0)
-
-
 @objective_registry
 class Footprint(Objective):
     """Peak resident memory (MiB) the region adds, native allocations included.
 
-    Linux: ``start()`` resets the kernel's peak-RSS counter (``5`` to ``/proc/self/clear_refs``)
-    and reads VmRSS; ``end()`` appends VmHWM minus that baseline. If ``clear_refs`` is not
-    writable, a thread samples VmRSS every ~1 ms instead (it can miss very short peaks). Without
-    ``/proc`` (macOS, BSD) the growth of ``ru_maxrss`` is recorded: a lower bound that stays 0
-    unless the region sets a new process-wide peak. Without ``resource`` (Windows) it records 0.0
-    and logs a warning.
+    ``start()`` takes the resident set and starts tracking the peak; ``end()`` appends the
+    peak minus that baseline and sets :attr:`method` to what measured it: ``vmhwm`` (Linux:
+    the kernel's peak counter, reset by ``5`` to ``/proc/self/clear_refs``; exact),
+    ``peak_wset`` (Windows, psutil) or ``ru_maxrss`` (macOS, BSD, Linux without ``clear_refs``):
+    exact when the region sets the process's peak, else ``sampled`` (a thread polls RSS every
+    ~1 ms, a lower bound). See :mod:`quantuna.objective._memory` for the table.
+
+    Args:
+        method: force a method (``vmhwm``, ``peak_wset``, ``ru_maxrss``, ``sampled``); default:
+            the platform's (:func:`~quantuna.objective._memory.choose_method`).
     """
 
     representation = "footprint"
     unit = "MiB"
-    clear_refs_path = "/proc/self/clear_refs"
+    clear_refs_path = CLEAR_REFS
 
-    def __init__(self) -> None:
+    def __init__(self, method: str | None = None) -> None:
         """Create a peak-memory objective."""
         super().__init__()
-        self._baseline_kib: int | None = None
-        self._sampler: _RssSampler | None = None
-        self._mode = ""
-
-    def _reset_peak(self) -> bool:
-        try:
-            with open(self.clear_refs_path, "w", encoding="ascii") as clear_refs:
-                clear_refs.write("5")
-            return True
-        except OSError:
-            return False
+        if method is not None and method not in METHODS:
+            raise ValueError(f"footprint method {method!r}: use one of {', '.join(METHODS)}")
+        self.forced = method
+        self.method: str | None = None  # what measured the last region
+        self._probe: PeakProbe | None = None
 
     def start(self) -> None:
         """Take the baseline and start tracking the peak."""
-        if self._sampler is not None:  # start() again without end(): drop the old sampler
-            self._sampler.finish()
-            self._sampler = None
-        rss = _proc_status_kib("VmRSS")
-        if rss is not None and self._reset_peak():
-            self._mode, self._baseline_kib = "hwm", _proc_status_kib("VmRSS")
-        elif rss is not None:
-            self._mode, self._sampler = "sample", _RssSampler()
-            self._baseline_kib = self._sampler.peak
-            self._sampler.start()
-        else:
-            self._mode, self._baseline_kib = "maxrss", _maxrss_kib()
+        if self._probe is not None and self._probe.sampler is not None:  # start() again: drop it
+            self._probe.sampler.finish()
+        method = self.forced or choose_method(clear_refs=self.clear_refs_path)
+        self._probe = PeakProbe(method, clear_refs=self.clear_refs_path)
 
     def end(self) -> None:
         """Append the peak minus the baseline, in MiB."""
-        if self._baseline_kib is None:
+        if self._probe is None:
             raise RuntimeError("Footprint.end() called without start()")
-        if self._mode == "hwm":
-            peak = _proc_status_kib("VmHWM") or self._baseline_kib
-        elif self._mode == "sample" and self._sampler is not None:
-            peak, self._sampler = self._sampler.finish(), None
-        else:
-            peak = _maxrss_kib()
-        self._result_list.append(max(peak - self._baseline_kib, 0) * 1024 / MIB)
-        self._baseline_kib = None
-
-
-def _maxrss_kib() -> int:
-    if resource is None:  # pragma: no cover - Windows
-        logger.warning("Footprint cannot measure memory on this platform; recording 0.0")
-        return 0
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss // 1024 if sys.platform == "darwin" else maxrss  # macOS reports bytes
+        kib, self.method = self._probe.finish()
+        self._probe = None
+        self._result_list.append(kib * 1024 / MIB)
 
 
 def _external_locations(model: Any) -> set[str]:

@@ -25,7 +25,7 @@ import onnx
 from quantuna.errors import SpecError
 
 # copies of the collected tensors alive at the peak, per calibration method (see the docstring)
-COPIES = {"MinMax": 2, "Entropy": 3, "Percentile": 3, "Distribution": 3}
+COPIES = {"MinMax": 2, "MovingAverage": 2, "Entropy": 3, "Percentile": 3, "Distribution": 3}
 _ELEM_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 MIB = 2**20
 

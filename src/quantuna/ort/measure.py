@@ -3,7 +3,10 @@
 Three separate passes, so that none distorts another:
 
 1. accuracy: a session at full graph optimisation runs the evaluation set (custom objectives'
-   ``start()``/``end()`` wrap every batch); the metric turns the outputs into one number;
+   ``start()``/``end()`` wrap every batch); the metric turns the outputs into one number. With a
+   target it stops as soon as the samples seen prove the target out of reach: the accuracy is
+   then the metric on those samples (an estimate, :class:`EarlyStop` says on how many) and the
+   latency loop is a short one (:data:`STOPPED_ROUNDS` rounds), since such a trial is infeasible;
 2. footprint and latency, under a per-host lock so that local workers never time at once (the
    wait is returned apart, never timed): the footprint in a fresh child process
    (:mod:`quantuna.ort.footprint`), then a warm-up and rounds of timed runs with fixed intra-op
@@ -46,6 +49,35 @@ from quantuna.spec import MeasureSection
 EvalFunc = Callable[[Any], float]
 OnProgress = Callable[[int, float], bool]  # (samples seen, metric on them) -> stop now?
 BUILTIN_KINDS = (Accuracy, Performance, Footprint, ModelSize)
+STOPPED_ROUNDS = 3  # latency rounds of a trial stopped early (infeasible: never on the front)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """The accuracy pass stopped early: the target was out of reach on the samples seen.
+
+    Attributes:
+        reason: one line (the metric so far, the best it could still end at, the target).
+        samples: evaluation samples measured before stopping, of ``total``.
+        partial: the metric on those samples: the trial's (estimated) accuracy.
+        best_possible: the best final value still reachable when it stopped.
+        rounds: latency rounds timed (a short loop, fewer than a full trial's; 0: no latency).
+    """
+
+    reason: str
+    samples: int
+    total: int
+    partial: float
+    best_possible: float
+    rounds: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The trial attr: flat, with what each figure is."""
+        return {"samples": self.samples, "of": self.total, "accuracy": self.partial,
+                "best_possible": self.best_possible,
+                "accuracy_is": f"the metric on the first {self.samples} of {self.total} samples "
+                               "(a stopped-early estimate)",
+                "latency_is": f"a short loop: {self.rounds} rounds" if self.rounds else "not timed"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +88,8 @@ class Measurement:
     throughput: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     latency: LatencyStats | None = None
+    footprint_method: str | None = None  # what measured the footprint (Footprint.method)
+    stopped: EarlyStop | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +125,8 @@ def _check_hopeless(metric: Metric, chunks: list[np.ndarray], evaluation: Datase
             f"samples; at best {best:.4g} at the end, the target is {target:.4g}",
             best_possible=best,
             samples=seen,
+            partial=partial,
+            total=len(evaluation),
         )
 
 
@@ -176,6 +212,23 @@ def _accuracy_pass(path: Path, task: AccuracyTask, custom: Sequence[Objective]) 
     return accuracy
 
 
+def _accuracy_or_stop(path: Path, task: AccuracyTask,
+                      custom: Sequence[Objective]) -> tuple[float, HopelessTrial | None]:
+    """The accuracy, or, when the target is out of reach, the metric on the samples seen."""
+    try:
+        return _accuracy_pass(path, task, custom), None
+    except HopelessTrial as exc:
+        return exc.partial, exc
+
+
+def short_loop(settings: MeasureSection) -> MeasureSection:
+    """``settings`` with at most :data:`STOPPED_ROUNDS` latency rounds (same runs per round)."""
+    p = settings.performance
+    rounds = min(STOPPED_ROUNDS, p.timed_rounds)
+    short = p.model_copy(update={"rounds": rounds, "iterations": rounds * p.runs_per_round})
+    return settings.model_copy(update={"performance": short})
+
+
 def _latency_loop(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
                   perf: Sequence[Performance], reference: Reference | None) -> LatencyStats | None:
     """Warm-up, then rounds of the model's runs interleaved with the fp32 reference's."""
@@ -200,17 +253,20 @@ def _latency_loop(path: Path, batch: dict[str, np.ndarray], settings: MeasureSec
 
 def _timing_pass(path: Path, batch: dict[str, np.ndarray], settings: MeasureSection,
                  perf: Sequence[Performance], foot: Sequence[Footprint],
-                 timing: Timing | None) -> tuple[LatencyStats | None, float]:
-    """Footprint and the latency loop under the per-host latency lock; (latency, lock wait)."""
+                 timing: Timing | None) -> tuple[LatencyStats | None, float, str | None]:
+    """Footprint and the latency loop under the per-host latency lock; (latency, lock wait,
+    the footprint's method)."""
     holder = timing.holder if timing is not None else "quantuna"
     with latency_lock(holder, timing.on_wait if timing is not None else None) as waited:
         try:
+            method = None
             if foot:
-                peak = measure_footprint(path, batch, settings.performance.threads)
+                peak, method = measure_footprint(path, batch, settings.performance.threads, foot[0].forced)
                 for fobj in foot:
                     fobj._result_list.append(peak)  # noqa: SLF001 (INC's list; the region ran in the child)
+                    fobj.method = method
             reference = timing.reference if timing is not None else None
-            return _latency_loop(path, batch, settings, perf, reference), waited
+            return _latency_loop(path, batch, settings, perf, reference), waited, method
         except TrialError:
             raise
         except Exception as exc:
@@ -225,7 +281,9 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
         path: the model to measure.
         objectives: the study's objective instances; each is ``reset()`` first.
         task: the accuracy pass; with ``task.target`` and a metric that is a mean of bounded
-            per-sample scores, the evaluation stops as soon as the target is out of reach; with
+            per-sample scores, the evaluation stops as soon as the target is out of reach (the
+            accuracy is then the metric on the samples seen, the latency loop a short one, and
+            ``Measurement.stopped`` says so); with
             ``task.on_progress``, it is called after each batch but the last with the samples seen
             and the metric on them, and a true answer stops the evaluation.
         settings: the spec's ``measure`` section.
@@ -233,7 +291,6 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
             as a ratio with an interval), its name for the lock and whom to tell of a wait.
 
     Raises:
-        HopelessTrial: the accuracy target cannot be met (a ``TrialError``).
         PrunedTrial: ``task.on_progress`` asked to stop (a ``TrialError``).
         TrialError: the model cannot run, or an objective value is not a finite number.
     """
@@ -242,18 +299,20 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
     custom = [o for o in objectives if not isinstance(o, BUILTIN_KINDS)]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    accuracy = _accuracy_pass(path, task, custom)
+    accuracy, hopeless = _accuracy_or_stop(path, task, custom)
     seconds["evaluate"] = time.perf_counter() - start
+    if hopeless is not None:
+        settings = short_loop(settings)
     for acc in (o for o in objectives if isinstance(o, Accuracy)):
         acc.start()
         acc.end(accuracy)
     perf = [o for o in objectives if isinstance(o, Performance)]
     foot = [o for o in objectives if isinstance(o, Footprint)]
-    throughput, latency = None, None
+    throughput, latency, method = None, None, None
     if perf or foot:
         batch = next(task.evaluation.batches(settings.performance.batch_size))[0]
         start = time.perf_counter()
-        latency, waited = _timing_pass(path, batch, settings, perf, foot, timing)
+        latency, waited, method = _timing_pass(path, batch, settings, perf, foot, timing)
         seconds["lock_wait"] = waited
         seconds["timing"] = time.perf_counter() - start - waited
         if perf:
@@ -266,7 +325,11 @@ def measure(path: Path, *, objectives: Sequence[Objective], task: AccuracyTask,
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         raise TrialError(f"objective values are not finite: {bad}")
-    return Measurement(values=values, throughput=throughput, seconds=seconds, latency=latency)
+    stopped = None if hopeless is None else EarlyStop(
+        str(hopeless), hopeless.samples, hopeless.total, hopeless.partial, hopeless.best_possible,
+        settings.performance.timed_rounds if perf else 0)
+    return Measurement(values=values, throughput=throughput, seconds=seconds, latency=latency,
+                       footprint_method=method, stopped=stopped)
 
 
 def retime(paths: Sequence[Path], batch: dict[str, np.ndarray], settings: MeasureSection,

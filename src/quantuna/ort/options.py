@@ -80,16 +80,24 @@ def static_kwargs(config: QuantConfig) -> dict[str, Any]:
     return {
         "quant_format": QuantFormat[config.quant_format or "QDQ"],
         "activation_type": QuantType[activation],
-        "calibrate_method": CalibrationMethod[config.calibrate_method or "MinMax"],
+        "calibrate_method": CalibrationMethod[ort_method(config.calibrate_method)],
     }
+
+
+def ort_method(method: str | None) -> str:
+    """onnxruntime's ``CalibrationMethod`` name: ``MovingAverage`` is its MinMax with
+    ``moving_average``."""
+    return "MinMax" if method in (None, "MovingAverage") else method
 
 
 def calibrator_options(config: QuantConfig) -> tuple[Any, dict[str, Any]]:
     """The calibration method and the ``extra_options`` of ``create_calibrator``."""
     from onnxruntime.quantization import CalibrationMethod
 
-    method = CalibrationMethod[config.calibrate_method or "MinMax"]
+    method = CalibrationMethod[ort_method(config.calibrate_method)]
     options: dict[str, Any] = {"symmetric": bool(config.activation_symmetric)}
+    if config.calibrate_method == "MovingAverage":
+        options["moving_average"] = True  # onnxruntime's averaging_constant: 0.01
     if method == CalibrationMethod.Percentile:
         options["percentile"] = config.percentile
     return method, options

@@ -9,6 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
+import onnx
+
 from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
 from quantuna.model import ModelInfo
@@ -64,13 +66,17 @@ def quantize(
         raise TrialError("static quantization needs calibrated ranges")
     try:
         with captured("quantize"):
+            # onnxruntime writes (and deletes) ``<model>-inferred.onnx`` beside a model given as a
+            # path: two trials quantizing one prepared model at once (threads, workers) would race
+            # on that file. Given the loaded model, it infers shapes in a private temp folder.
+            source = None if config.approach == "weight_only" else onnx.load(str(model.path))
             if config.approach == "weight_only":
                 quantize_weight_only(model.path, staged, config, excluded)
             elif config.approach == "dynamic":
-                quantize_dynamic(model.path, staged, **common)
+                quantize_dynamic(source, staged, **common)
             else:
                 quantize_static(
-                    model.path, staged, calibration_data_reader=None,
+                    source, staged, calibration_data_reader=None,
                     calibration_cache_path=ranges, **static_kwargs(config), **common,
                 )
         os.replace(staged, out)

@@ -124,7 +124,7 @@ def glance(result: TuneResult, facts: dict[str, str]) -> dict[str, str]:
         "Export pick": facts.get("export pick", "no trial yet"),
         "FP32 baseline": facts.get("fp32 baseline", ""),
         "Feasible trials": (f"{feasible} of {len(result.trials)} complete; "
-                            f"{len(result.stopped_early)} stopped early (infeasible); "
+                            f"{len(result.stopped_early)} stopped early (infeasible, grey); "
                             "the Note page draws them all"),
     }
 

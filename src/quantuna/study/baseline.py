@@ -80,6 +80,7 @@ def measure_fp32(session: Session) -> dict[str, Any]:
         "throughput": m.throughput,
         "accuracy_target": target,
         "seconds": m.seconds,
+        **({attrs.FOOTPRINT_METHOD: m.footprint_method} if m.footprint_method else {}),
         # fp32 timed against the reference session of the same model: the noise floor
         attrs.LATENCY: m.latency.to_dict() if m.latency is not None else None,
         attrs.THREADS: {"latency": session.spec.measure.performance.threads,

@@ -13,14 +13,16 @@ FINISHED = (
 )
 
 
-def count_spent(study: optuna.Study) -> int:
-    """Trials that used up budget: complete ones and those that failed for a stated reason.
+def is_spent(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial used up budget: complete (measured, reused or stopped early as
+    hopeless), pruned, or failed for a stated reason.
 
     A trial interrupted by Ctrl-C or a killed worker has no reason and does not count, so the
     study's budget holds when it is resumed.
     """
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.state != optuna.trial.TrialState.FAIL or FAIL_REASON in t.user_attrs
-    )
+    return trial.state != optuna.trial.TrialState.FAIL or FAIL_REASON in trial.user_attrs
+
+
+def count_spent(study: optuna.Study) -> int:
+    """Trials that used up budget (see :func:`is_spent`)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if is_spent(t))

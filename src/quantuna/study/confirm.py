@@ -7,7 +7,10 @@ in one process, in ``measure.confirm.rounds`` interleaved rounds (:func:`quantun
 
 Optuna's values of a finished trial cannot change, and neither can its user attrs, so the
 figures go to the study's ``confirmed`` user attr: ``{"fp32": {...}, "trials": {"<number>":
-{ms, fp32_ms, ratio, low, high, rounds, runs, rebuilt_identical}}, "rounds", "runs", host facts}``.
+{ms, fp32_ms, ratio, low, high, rounds, runs, rebuilt_identical, measured_on}}, "rounds", "runs",
+host facts, threads}``. The phase runs on this host: its candidates are the front of this host's
+CPU when it timed trials (else of the reference CPU, see :mod:`quantuna.study.cpus`), and each
+figure keeps the CPU that timed it (``measured_on``), so figures of several hosts never mix.
 :func:`quantuna.results.collect_results` reads them back into every confirmed ``TrialResult``,
 so the CLI, the note, the report, the export and the pick all use the confirmed figures.
 """
@@ -27,6 +30,7 @@ from quantuna.ort.quantize import quantize
 from quantuna.phases import phase
 from quantuna.results import LATENCY, TrialResult, TuneResult, collect_results, pareto_front
 from quantuna.study import attrs
+from quantuna.study.cpus import MEASURED_ON, cpu_of, facts_of
 from quantuna.study.session import Session
 
 logger = logging.getLogger(__name__)
@@ -38,13 +42,13 @@ def candidates(result: TuneResult, limit: int) -> list[TrialResult]:
     A trial's own figures can be off by more than their interval says (two sessions of one model
     differ; the machine changed between rounds), so a trial just behind the front is confirmed
     too: the second non-dominated layer of the feasible trials follows the front, each layer
-    fastest first.
+    fastest first. Only trials timed on the result's reference CPU compete (``result.comparable``).
     """
     if not result.pareto:
         return []
     first = result.pick("weighted").trial
     front = {t.number for t in result.pareto}
-    rest = [t for t in result.trials if t.feasible and t.number not in front]
+    rest = [t for t in result.comparable if t.feasible and t.number not in front]
     second = pareto_front(rest, result.objective_names, result.higher_is_better)
 
     def fastest(layer: list[TrialResult]) -> list[TrialResult]:  # fp32 is the reference itself
@@ -73,10 +77,14 @@ def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
     settings = session.spec.measure.confirm_settings
     if settings is None or LATENCY not in result.objective_names or session.timing is None:
         return result
+    here = cpu_of(_facts(session))
+    if here is not None and result.cpus is not None and here in result.cpus.trials \
+            and here != result.cpus.reference:
+        result = collect_results(study, session, cpu=here.id)  # the front of this host's CPU
     for _ in range(passes):
         chosen = candidates(result, settings.candidates)
         stored = dict(study.user_attrs.get(attrs.CONFIRMED) or {})
-        done = stored.get("trials", {})
+        done = _tagged(stored)
         if not chosen or all(str(t.number) in done for t in chosen):
             break
         start = time.perf_counter()
@@ -93,6 +101,21 @@ def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
         logger.info("confirmed trials %s against fp32 in %.1f s", sorted(record["trials"]), record["seconds"])
         result = collect_results(study, session)
     return result
+
+
+def _facts(session: Session) -> dict[str, Any]:
+    """This host's facts and the latency threads: what the confirm record's CPU key is made of."""
+    return {**attrs.host_facts(), attrs.THREADS: {
+        "latency": session.spec.measure.performance.threads,
+        "accuracy": session.spec.measure.accuracy_threads}}
+
+
+def _tagged(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored figures, each tagged with the CPU that timed it (an earlier record kept its
+    CPU once, at its top): another host's confirm phase keeps them apart from its own."""
+    facts = facts_of(stored)
+    return {n: f if f.get(MEASURED_ON) else {**f, MEASURED_ON: facts}
+            for n, f in (stored.get("trials") or {}).items()}
 
 
 def _measure(session: Session, chosen: list[TrialResult], rounds: int) -> dict[str, Any]:
@@ -115,10 +138,12 @@ def _measure(session: Session, chosen: list[TrialResult], rounds: int) -> dict[s
         for path in paths.values():
             path.unlink(missing_ok=True)
     by_key = dict(zip(keys, stats))
+    facts = _facts(session)
     trials = {}
     for t in chosen:
         figures = by_key[t.model_sha256 or f"trial-{t.number}"]
-        trials[str(t.number)] = {**figures.to_dict(), "rebuilt_identical": identical[t.number]}
+        trials[str(t.number)] = {**figures.to_dict(), "rebuilt_identical": identical[t.number],
+                                 MEASURED_ON: facts_of(facts)}
     first = stats[0]
     return {
         "fp32": {"ms": first.fp32_ms, "rounds": first.rounds, "runs": first.runs},
@@ -126,5 +151,5 @@ def _measure(session: Session, chosen: list[TrialResult], rounds: int) -> dict[s
         "rounds": first.rounds,
         "runs": first.runs,
         "lock_wait": waited,
-        **attrs.host_facts(),
+        **facts,
     }

@@ -36,19 +36,18 @@ from typing import Any
 
 import optuna
 
+from quantuna._compat import set_user_attrs
 from quantuna.config import QuantConfig
-from quantuna.errors import HopelessTrial
 from quantuna.objective import accuracy_constraint, accuracy_target, weighted_ratio_score
 from quantuna.space import SearchSpace
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.baseline import ensure_baseline, measure_fp32
-from quantuna.study.measuring import measure_config
+from quantuna.study.measuring import Stopped, measure_config
 from quantuna.study.session import Session, prepare
 from quantuna.study.trial import (
     pruner_hook,
     set_constraint,
-    stop_hopeless,
     with_own_objectives,
 )
 
@@ -57,7 +56,7 @@ _SESSIONS: OrderedDict[tuple[Any, ...], tuple[Any, Session]] = OrderedDict()
 # keyed by content (model and data sha256s, the spec) and the eval_func, which the value holds so
 # that its id stays unique
 _BASELINES: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
-_MEASURED: dict[tuple[Any, ...], tuple[Any, dict[str, float]]] = {}
+_MEASURED: dict[tuple[Any, ...], tuple[Any, dict[str, float], Stopped | None]] = {}
 _LOCK = threading.RLock()
 _KEEP = 8  # sessions kept per process (each holds its data sets)
 
@@ -78,6 +77,9 @@ class MeasureResult:
         reused_from: ``"baseline"``, ``"process"`` (measured earlier in this process) or None.
         seconds: seconds per step (calibrate, quantize, evaluate, timing).
         metric_higher_is_better: the accuracy metric's direction (the constraint's sign).
+        stopped: when the accuracy pass stopped early (the target out of reach; with a trial
+            only), the trial's ``stopped_early`` record: ``measured["accuracy"]`` is the metric
+            on the first ``samples`` of ``of`` samples and the latency comes from a short loop.
     """
 
     config: QuantConfig
@@ -90,6 +92,7 @@ class MeasureResult:
     reused_from: str | None
     seconds: dict[str, float]
     metric_higher_is_better: bool = True
+    stopped: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,9 +218,10 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
         spec: a spec path, mapping or ``StudySpec``.
         trial: your trial: the baseline is measured once per study (kept in its user attrs, shared
             by its workers); the trial gets quantuna's attrs (``values``, ``relative``,
-            ``seconds``...); a trial that cannot reach the accuracy target stops early (pruned
-            with its ``stop_reason``) and, in weighted mode, the study's pruner hears the
-            accuracy pass.
+            ``seconds``...); a trial that cannot reach the accuracy target stops its accuracy
+            pass early (``stopped``: return the values all the same, the constraint is > 0,
+            the trial gets ``stop_reason`` and ``stopped_early``) and, in weighted mode, the
+            study's pruner hears the accuracy pass.
         metric: replaces the spec's ``accuracy.metric`` (a name or ``pkg.mod:fn``).
         calibration: batches ``{input: array}`` replacing the spec's calibration data.
         evaluation: ``({input: array}, labels)`` batches replacing the spec's evaluation data.
@@ -230,8 +234,7 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
 
     Raises:
         TrialError: onnxruntime cannot quantize or run the config.
-        optuna.TrialPruned: (with a trial) the accuracy target is out of reach, or the pruner
-            stopped the trial.
+        optuna.TrialPruned: (with a trial) the study's pruner stopped the trial.
 
     Example:
         >>> config = quantuna.search_space("studies/digits.yaml").default_int8()
@@ -249,31 +252,35 @@ def measure(config: QuantConfig, model: str | Path | None = None, *, spec: SpecS
     same_model = session.model.sha256 == reference.model.sha256
     seconds: dict[str, float] = {}
     reused: str | None = None
+    stopped: Stopped | None = None
     memo = (*_content_key(session), config.key())
     if config.is_fp32 and same_model:
         values, reused = dict(base), "baseline"
     elif memo in _MEASURED:
-        values, reused = dict(_MEASURED[memo][1]), "process"
+        values, reused, stopped = dict(_MEASURED[memo][1]), "process", _MEASURED[memo][2]
     else:
-        values = _measure_now(with_own_objectives(session), config, seconds, trial, baseline)
+        values, stopped = _measure_now(with_own_objectives(session), config, seconds, trial, baseline)
         with _LOCK:
-            _MEASURED[memo] = (session.eval_func, dict(values))
-    return _result(session, config, values, baseline, reused, seconds, trial)
+            _MEASURED[memo] = (session.eval_func, dict(values), stopped)
+    if trial is not None and stopped is not None:
+        set_user_attrs(trial, stopped)
+    return replace(_result(session, config, values, baseline, reused, seconds, trial),
+                   stopped=None if stopped is None else stopped[attrs.STOPPED_EARLY])
 
 
 def _measure_now(session: Session, config: QuantConfig, seconds: dict[str, float],
-                 trial: optuna.Trial | None, baseline: dict[str, Any]) -> dict[str, float]:
+                 trial: optuna.Trial | None, baseline: dict[str, Any],
+                 ) -> tuple[dict[str, float], Stopped | None]:
     # one file per measurement: your trials may quantize one config of several models at once
     out = session.spec.workdir / "models" / f"{config.key()}-{uuid.uuid4().hex[:12]}.onnx"
     if trial is None:
-        return measure_config(session, config, seconds, lambda key, value: None, None, out=out)[0]
+        values, _, _ = measure_config(session, config, seconds, lambda key, value: None, None, out=out)
+        return values, None
     target = baseline["accuracy_target"]
     hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
-    try:
-        return measure_config(session, config, seconds, trial.set_user_attr, target, hook, out=out)[0]
-    except HopelessTrial as exc:
-        violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
-        stop_hopeless(trial, str(exc), violation, seconds, None)
+    values, _, stopped = measure_config(session, config, seconds, trial.set_user_attr, target,
+                                        hook, out=out)
+    return values, stopped
 
 
 def _result(session: Session, config: QuantConfig, values: dict[str, float],

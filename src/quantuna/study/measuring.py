@@ -21,7 +21,7 @@ import optuna
 
 from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
-from quantuna.ort.measure import OnProgress
+from quantuna.ort.measure import EarlyStop, OnProgress
 from quantuna.ort.quantize import quantize
 from quantuna.phases import phase
 from quantuna.study import attrs
@@ -31,6 +31,7 @@ from quantuna.study.session import Session
 
 Record = Callable[[str, Any], None]  # trial.set_user_attr, or a no-op outside a trial
 Latency = dict[str, Any]
+Stopped = dict[str, Any]  # the user attrs of a trial stopped early (see stopped_attrs)
 
 
 def quantize_config(session: Session, config: QuantConfig, seconds: dict[str, float],
@@ -87,27 +88,40 @@ def failing_op_types(session: Session, config: QuantConfig, ranges: Path | None)
 
 def measure_file(session: Session, path: Path, seconds: dict[str, float], record: Record,
                  target: float | None, on_progress: OnProgress | None = None,
-                 ) -> tuple[dict[str, float], Latency | None]:
-    """Measure one quantized file: its objective values and its latency figures.
+                 ) -> tuple[dict[str, float], Latency | None, Stopped | None]:
+    """Measure one quantized file: its objective values, its latency figures, and, when the
+    accuracy pass stopped early (``target`` out of reach), the ``stopped_early`` attr (the
+    accuracy is then the metric on the samples seen; see :class:`quantuna.ort.measure.EarlyStop`).
 
-    With ``target`` a hopeless evaluation stops early; ``on_progress`` hears the accuracy pass.
+    ``on_progress`` hears the accuracy pass.
     """
     start = time.perf_counter()
     try:
         m = measure_model(session, path, target, on_progress)
-    except TrialError:  # stopped early or failed: the evaluation it ran still counts
+    except TrialError:  # pruned or failed: the evaluation it ran still counts
         seconds["evaluate"] = time.perf_counter() - start
         raise
     seconds.update(m.seconds)
     if m.throughput is not None:
         record(attrs.THROUGHPUT, m.throughput)
-    return m.values, (m.latency.to_dict() if m.latency is not None else None)
+    if m.footprint_method is not None:
+        record(attrs.FOOTPRINT_METHOD, m.footprint_method)
+    latency = m.latency.to_dict() if m.latency is not None else None
+    return m.values, latency, (stopped_attrs(m.stopped) if m.stopped is not None else None)
+
+
+def stopped_attrs(stop: EarlyStop) -> Stopped:
+    """The user attrs of a trial stopped early: its ``stop_reason``, the ``stopped_early``
+    record and what a person reads under ``Feasible``."""
+    return {attrs.STOP_REASON: stop.reason, attrs.STOPPED_EARLY: stop.to_dict(),
+            attrs.FEASIBLE_SHOWN: f"no: stopped early, the target is out of reach (accuracy on "
+                                  f"{stop.samples} of {stop.total} samples)"}
 
 
 def measure_config(session: Session, config: QuantConfig, seconds: dict[str, float],
                    record: Record, target: float | None, on_progress: OnProgress | None = None,
-                   out: Path | None = None) -> tuple[dict[str, float], Latency | None]:
-    """Quantize and measure one config outside a study: its values and latency figures."""
+                   out: Path | None = None) -> tuple[dict[str, float], Latency | None, Stopped | None]:
+    """Quantize and measure one config outside a study (see :func:`measure_file`)."""
     path = quantize_config(session, config, seconds, record, out=out)
     try:
         return measure_file(session, path, seconds, record, target, on_progress)

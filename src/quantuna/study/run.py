@@ -1,5 +1,6 @@
 """``run_study()``: a spec's study opened, prepared once (baseline, sensitivity, warm start) and
-run until its budget is spent; ``load_results()`` reads it back without running a trial."""
+run until its budget is spent or its space is exhausted; ``load_results()`` reads it back without
+running a trial."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from quantuna.study.artifacts import reserve_glance, write_study_note
 from quantuna.study.baseline import ensure_baseline
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
+from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import Interrupt
 from quantuna.study.sampler import DistinctSampler, WorkerSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
@@ -121,7 +123,9 @@ def run_study(
     on_lock_wait: LockWaitHook | None = None,
     confirm: bool = True,
 ) -> TuneResult:
-    """Run (or resume) the study a spec describes until its trial budget is spent.
+    """Run (or resume) the study a spec describes until its trial budget is spent, or until
+    every distinct config of its space has a finished trial (it says so, on the
+    ``quantuna.phase`` logger: configs, trials spent, budget left unused).
 
     Args:
         spec: a spec path, mapping or ``StudySpec``.
@@ -133,7 +137,8 @@ def run_study(
         callbacks: Optuna callbacks called after each trial (the CLI's progress bar is one).
         eval_func: ``eval_func(onnx.ModelProto) -> float`` replacing the spec's metric.
         objectives: objective instances or names replacing the spec's objectives.
-        on_ready: called with the study and the number of trials about to run.
+        on_ready: called with the study and the number of trials about to run (not called
+            when the space is already exhausted: the run says so instead).
         calibration: batches replacing the spec's calibration data.
         evaluation: ``(batch, labels)`` pairs replacing the spec's evaluation data.
         sampler: an Optuna sampler instance replacing the spec's ``study.sampler`` (wrapped by
@@ -169,13 +174,19 @@ def run_study(
         session = ensure_sensitivity(study, session)
     study.sampler = worker_sampler(session, spec.study.seed, sampler)  # the space with its node knobs
     budget = n_trials if n_trials is not None else spec.tuning.exit_policy.max_trials
-    remaining = max(0, budget - count_spent(study))
-    enqueue_warm_start(study, session, remaining)
-    if on_ready is not None:
-        on_ready(study, remaining)
-    if remaining:
+    spent = count_spent(study)
+    remaining = max(0, budget - spent)
+    watch = SpaceWatch(session.space, budget)
+    exhausted = bool(remaining) and watch.exhausted(study, spent)
+    if exhausted:  # a resumed study with nothing new to try
+        announce(watch.line(spent))
+    else:
+        enqueue_warm_start(study, session, remaining)
+        if on_ready is not None:
+            on_ready(study, remaining)
+    if remaining and not exhausted:
         limit = (timeout if timeout is not None else spec.tuning.exit_policy.timeout) or None
-        _optimize(study, session, baseline, budget, remaining, limit, callbacks)
+        _optimize(study, session, baseline, (budget, remaining, watch), limit, callbacks)
     result = collect_results(study, session)
     if confirm:
         result = confirm_front(study, session, result)
@@ -202,19 +213,18 @@ def record_preparation(study: optuna.Study, session: Session) -> None:
         logger.warning("%s", note)
 
 
-def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], budget: int,
-              remaining: int, limit: float | None, callbacks: Sequence[Callback]) -> None:
-    said: list[bool] = []
+def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any],
+              plan: tuple[int, int, SpaceWatch], limit: float | None,
+              callbacks: Sequence[Callback]) -> None:
+    budget, remaining, watch = plan
 
     def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if count_spent(study) >= budget:  # other workers count toward the same budget
+        spent = count_spent(study)  # other workers count toward the same budget
+        if spent >= budget:
             study.stop()
-        elif (not said and isinstance(trial.user_attrs.get(attrs.REUSED_FROM), int)
-              and space_exhausted(study, session)):
-            said.append(True)
-            announce(f"the space is exhausted: all its {len(session.space.distinct_configs())} "
-                     f"distinct configs are measured; the rest of the budget ({budget} trials) "
-                     "only reuses them (Ctrl-C stops; the study is complete)")
+        elif watch.after_trial(study, trial, spent):
+            study.stop()
+            announce(watch.line(spent))
 
     interrupt = Interrupt()
     with interrupt.installed():
@@ -230,16 +240,9 @@ def _optimize(study: optuna.Study, session: Session, baseline: dict[str, Any], b
         raise KeyboardInterrupt
 
 
-def space_exhausted(study: optuna.Study, session: Session) -> bool:
-    """Whether every distinct config of the space has a finished trial (only a repeat, which the
-    distinct-config sampler draws when nothing else is left, asks: enumerating costs)."""
-    done = {t.user_attrs.get(attrs.CONFIG_KEY) for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished()}
-    return all(c.key() in done for c in session.space.distinct_configs())
-
-
 def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None = None, *,
-                 storage: str | None = None, mode: str | None = None) -> TuneResult:
+                 storage: str | None = None, mode: str | None = None,
+                 cpu: str | None = None) -> TuneResult:
     """Read a study's results without running a trial (for pick, export, apply, show, report).
 
     Args:
@@ -249,6 +252,8 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
             ``spec`` user attr).
         storage: an Optuna storage URL overriding the spec's (a spec only).
         mode: ``pareto`` or ``weighted`` (default: the mode the study was made with).
+        cpu: the CPU whose trials the front and the pick compare (an id or a part of its label,
+            as the summary names them); default: the rule of :mod:`quantuna.study.cpus`.
 
     Nothing is created: a missing SQLite file or study is a :class:`SpecError`.
 
@@ -260,7 +265,7 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
         >>> result.best().config.to_yaml()  # doctest: +SKIP
     """
     if isinstance(spec, optuna.Study):
-        return _results_of_study(spec, study_spec, mode)
+        return _results_of_study(spec, study_spec, mode, cpu)
     spec = load_spec(spec, storage=storage)
     require_existing(spec.storage, where=spec.where)
     stored_mode = _stored_mode(spec)
@@ -268,10 +273,11 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
     study = open_study(session)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")
-    return collect_results(study, session)
+    return collect_results(study, session, cpu)
 
 
-def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | None) -> TuneResult:
+def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | None,
+                      cpu: str | None) -> TuneResult:
     if spec is None:
         spec = study.user_attrs.get(attrs.SPEC_PATH)
         if spec is None:
@@ -284,7 +290,7 @@ def _results_of_study(study: optuna.Study, spec: SpecSource | None, mode: str | 
     record_setup(study, session, fix="pass the spec the study was made with")
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{loaded.where}: study {study.study_name!r} has no quantuna trial yet")
-    return collect_results(study, as_the_users_study(session, study))
+    return collect_results(study, as_the_users_study(session, study), cpu)
 
 
 def as_the_users_study(session: Session, study: optuna.Study) -> Session:

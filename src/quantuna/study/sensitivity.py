@@ -6,7 +6,9 @@ in fp32), evaluated on the first samples of the evaluation set and compared with
 the same samples. The most sensitive nodes get an int8/fp32 knob each
 (``space.exclude_sensitive_nodes: K``), and the warm start tries them in fp32 first; with ``auto``
 the shortest feasible prefix of the ranking decides K and starts the search
-(:mod:`quantuna.study.fallback`).
+(:mod:`quantuna.study.fallback`). When the calibration data has outliers, the ranking, the
+fallback and the warm start's first trial use the outlier-resistant calibration
+(:func:`start_config`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import onnx
 import optuna
 
 from quantuna.config import QuantConfig
+from quantuna.data import outlier_inputs
 from quantuna.errors import SpecError, TrialError
 from quantuna.ort.quantize import quantize
 from quantuna.ort.session import open_session, output_chunks
@@ -105,7 +108,7 @@ def ensure_sensitivity(study: optuna.Study, session: Session) -> Session:
     k = session.spec.space.exclude_sensitive_nodes
     if not k:
         return session
-    default = session.space.default_int8()
+    default = start_config(session)
     wanted = [attrs.SENSITIVITY] + ([attrs.FALLBACK] if k == "auto" else [])
 
     def done() -> bool:
@@ -160,34 +163,73 @@ def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
     """The configs tried first. With a ``fallback`` (``auto``): the default int8 config with the
     fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then it with
     the most sensitive node (and then all K sensitive nodes) in fp32. Then fp32, then (with
-    ``spread``) :func:`spread_configs`."""
+    ``spread``) :func:`spread_configs`. When the calibration data has outliers
+    (:func:`~quantuna.data.outlier_inputs`), the first config is calibrated with
+    :func:`robust_calibration` instead."""
     default = session.space.default_int8()
     if default is None:
         return [QuantConfig()]
     if fallback is not None:
         first = replace(default, exclude_nodes=fallback.nodes)
-        return [first, QuantConfig(), *(spread_configs(session, first) if spread else [])]
+        configs = [first, QuantConfig(), *(spread_configs(session, first) if spread else [])]
+        return _robust_first(session, configs)
     configs = [default]
     sensitive = [node for node, _ in session.space.sensitive]
     if sensitive:
         configs.append(replace(default, exclude_nodes=(sensitive[0],)))
         if len(sensitive) > 1:
             configs.append(replace(default, exclude_nodes=tuple(sensitive)))
-    return configs + [QuantConfig(), *(spread_configs(session, default) if spread else [])]
+    configs += [QuantConfig(), *(spread_configs(session, default) if spread else [])]
+    return _robust_first(session, configs)
+
+
+def start_config(session: Session) -> QuantConfig | None:
+    """The config the ranking and the fallback restrict: the default int8 config, calibrated
+    with :func:`robust_calibration` when the calibration data has outliers (a stretched MinMax
+    range would otherwise blame, and keep in fp32, the nodes it hurts)."""
+    default = session.space.default_int8()
+    if default is None or not outlier_inputs(session.calibration):
+        return default
+    return robust_calibration(session, default) or default
+
+
+def _robust_first(session: Session, configs: list[QuantConfig]) -> list[QuantConfig]:
+    """``configs`` led by the first one robustly calibrated, when the calibration data has
+    outliers (then MinMax ranges are stretched by a few samples)."""
+    robust = robust_calibration(session, configs[0])
+    if robust is None or not outlier_inputs(session.calibration):
+        return configs
+    return [robust, *configs]
+
+
+def robust_calibration(session: Session, start: QuantConfig) -> QuantConfig | None:
+    """``start`` (static MinMax) with the space's outlier-resistant calibration: ``MovingAverage``
+    (measured to pay on the digits example with 2 % of its calibration images x50, where
+    Percentile 99.99/99.999 and Entropy do not: studies/benchmarks/RESULTS.md, figure 8), else
+    the lowest ``Percentile``, else ``Entropy``; ``None`` when the space has none."""
+    methods = session.spec.space.calibrate_method
+    if start.approach != "static" or start.calibrate_method != "MinMax":
+        return None
+    if "MovingAverage" in methods:
+        return replace(start, calibrate_method="MovingAverage")
+    if "Percentile" in methods:
+        return replace(start, calibrate_method="Percentile", percentile=min(session.spec.space.percentile))
+    if "Entropy" in methods:
+        return replace(start, calibrate_method="Entropy")
+    return None
 
 
 def spread_configs(session: Session, start: QuantConfig) -> list[QuantConfig]:
-    """``start`` with an outlier-resistant calibration (the space's lowest ``Percentile``, else
-    ``Entropy``), then with one op type alone int8 for each op type with a knob: the points a
-    search otherwise finds late (bad calibration data; fronts whose ends quantize one op type).
-    Configs outside the space are skipped when enqueued."""
+    """``start`` with an outlier-resistant calibration (:func:`robust_calibration`), then in the
+    space's other static format (QDQ <-> QOperator: a different file size and other kernels),
+    then with one op type alone int8 for each op type with a knob: the points a search otherwise
+    finds late (bad calibration data; the format that is smaller or faster on this CPU; fronts
+    whose ends quantize one op type). Configs outside the space are skipped when enqueued."""
     space = session.spec.space
-    configs = []
-    if start.approach == "static" and start.calibrate_method == "MinMax":
-        if "Percentile" in space.calibrate_method:
-            configs.append(replace(start, calibrate_method="Percentile", percentile=min(space.percentile)))
-        elif "Entropy" in space.calibrate_method:
-            configs.append(replace(start, calibrate_method="Entropy"))
+    robust = robust_calibration(session, start)
+    configs = [] if robust is None else [robust]
+    if start.approach == "static":
+        configs += [replace(start, quant_format=f) for f in space.quant_format if f != start.quant_format][:1]
     knobs = [op for op, values in session.space.op_knobs.items() if "fp32" in values]
     if len(start.op_types) > 1:
         op_of = dict(session.space.sensitive)

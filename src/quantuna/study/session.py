@@ -92,9 +92,15 @@ class Session:
         """``accuracy (top1)``, ``performance [ms]``: an objective's name with its unit."""
         if name == "accuracy":
             return f"accuracy ({self.metric.name})"
-        by_name = {str(o.representation).lower(): o for o in self.objectives}
-        unit = getattr(by_name.get(name), "unit", "")
+        unit = self.objective_unit(name)
         return f"{name} [{unit}]" if unit else name
+
+    def objective_unit(self, name: str) -> str:
+        """``ms``, ``MiB``; the metric's name (``top1``) for accuracy; ``""`` for a unitless one."""
+        if name == "accuracy":
+            return self.metric.name
+        by_name = {str(o.representation).lower(): o for o in self.objectives}
+        return str(getattr(by_name.get(name), "unit", "") or "")
 
     @property
     def weights(self) -> list[float]:

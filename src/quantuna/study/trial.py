@@ -2,7 +2,9 @@
 
 :func:`make_objective` returns the Optuna objective function of a study. A trial whose config was
 already measured (by this worker or another) reuses those values; a trial that cannot reach the
-accuracy target stops early and is recorded as infeasible; a trial onnxruntime cannot quantize or
+accuracy target stops its accuracy pass early and completes as infeasible (its accuracy the metric
+on the samples seen, its latency from a short loop, constraint > 0, a ``stop_reason`` and a
+``stopped_early`` attr saying so); a trial onnxruntime cannot quantize or
 run fails with the reason in its attrs, and the study goes on. In weighted (single-value) mode the
 accuracy pass reports the metric on the samples seen so far with ``trial.report``, so the study's
 pruner (if it has one) may stop the trial (``trial.should_prune``); the reason goes to its ``prune_reason`` attr.
@@ -15,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import optuna
 
@@ -23,14 +25,14 @@ from quantuna._compat import deferred_user_attrs, set_user_attrs
 from quantuna._compat import set_constraint as compat_set_constraint
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
-from quantuna.errors import HopelessTrial, PrunedTrial, TrialError
+from quantuna.errors import PrunedTrial, TrialError
 from quantuna.objective import accuracy_constraint, weighted_ratio_score
 from quantuna.ort.int8ops import count_int8_ops
 from quantuna.ort.measure import OnProgress
 from quantuna.study import attrs
 from quantuna.study.artifacts import upload_trial_artifacts
 from quantuna.study.failures import failed_settings, is_blocked
-from quantuna.study.measuring import measure_file, quantize_config
+from quantuna.study.measuring import Stopped, measure_file, quantize_config
 from quantuna.study.mutex import claim_measurement
 from quantuna.study.session import Session
 
@@ -40,13 +42,12 @@ Objective = Callable[[optuna.Trial], "Sequence[float] | float"]
 
 def find_measured(study: optuna.Study, key: str, number: int, *,
                   attr: str = attrs.CONFIG_KEY) -> optuna.trial.FrozenTrial | None:
-    """A finished trial whose ``attr`` (the config key, or the quantized file's sha256) is
-    ``key``: measured (COMPLETE) or stopped early (PRUNED)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    """A complete trial whose ``attr`` (the config key, or the quantized file's sha256) is
+    ``key`` and that has values (measured fully or stopped early). A trial an older quantuna
+    pruned as hopeless (PRUNED, no values) is not one: its config is measured again."""
+    states = (optuna.trial.TrialState.COMPLETE,)
     for t in study.get_trials(deepcopy=False, states=states):
-        if t.number == number or t.user_attrs.get(attr) != key:
-            continue
-        if attrs.VALUES in t.user_attrs or attrs.STOP_REASON in t.user_attrs:
+        if t.number != number and t.user_attrs.get(attr) == key and attrs.VALUES in t.user_attrs:
             return t
     return None
 
@@ -54,16 +55,6 @@ def find_measured(study: optuna.Study, key: str, number: int, *,
 def set_constraint(trial: optuna.Trial, value: float) -> None:
     """The accuracy constraint (feasible when <= 0), in Optuna 5's and the dashboard's form."""
     compat_set_constraint(trial, attrs.ACCURACY_CONSTRAINT, value)  # at the trial's end, with its attrs
-
-
-def stop_hopeless(trial: optuna.Trial, reason: str, constraint: float,
-                  seconds: dict[str, float], source: Any) -> NoReturn:
-    """Record an early-stopped trial as infeasible and prune it (no objective values exist)."""
-    set_constraint(trial, constraint)
-    set_user_attrs(trial, {attrs.FEASIBLE_SHOWN: "no: stopped early, the target is out of reach",
-                           attrs.STOP_REASON: reason, attrs.CONSTRAINT: constraint,
-                           attrs.FEASIBLE: False, attrs.REUSED_FROM: source, attrs.SECONDS: seconds})
-    raise optuna.TrialPruned(reason)
 
 
 def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> OnProgress | None:
@@ -119,9 +110,9 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         config = session.space.suggest(trial)
         _record_config(trial, config, facts)
         seconds: dict[str, float] = {}
-        stop_at = target if _early_stop_allowed(study, session, baseline) else None
-        values, reused, latency = _values_of(study, trial, session, config, seconds, target,
-                                             stop_at, baseline)
+        stop_at = target if _early_stop_allowed(study) else None
+        values, reused, latency, stopped = _values_of(study, trial, session, config, seconds,
+                                                      target, stop_at, baseline)
         constraint = accuracy_constraint(values["accuracy"], target, session.metric.higher_is_better)
         set_constraint(trial, constraint)
         relative = {k: _ratio(v, base_values.get(k)) for k, v in values.items()}
@@ -129,6 +120,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
             relative["performance"] = latency["ratio"]  # interleaved with fp32: drift cancels
         _record_named(trial, session, values, relative, config, constraint <= 0)
         set_user_attrs(trial, {  # one transaction
+            **(stopped or {}),  # stopped early: stop_reason, stopped_early, what Feasible says
             attrs.VALUES: values,
             attrs.RELATIVE: relative,
             attrs.LATENCY: latency,
@@ -146,15 +138,13 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
     return with_deferred_attrs(objective)
 
 
-def _early_stop_allowed(study: optuna.Study, session: Session, baseline: dict[str, Any]) -> bool:
-    """Stop hopeless evaluations early only once some trial meets the target.
+def _early_stop_allowed(study: optuna.Study) -> bool:
+    """Stop hopeless evaluations early only once some trial of the study meets the target.
 
     Until then every trial is measured fully: when nothing is feasible, the best-effort answer
-    must have its accuracy and latency, not a stop reason.
+    must have its accuracy and latency, not an estimate. (fp32 meeting the target is not
+    enough: the space may not hold it, or the budget may end before its warm-start trial.)
     """
-    base = baseline["values"]["accuracy"]
-    if accuracy_constraint(base, baseline["accuracy_target"], session.metric.higher_is_better) <= 0:
-        return True  # fp32 meets it (its trial is in the warm start)
     return any(t.user_attrs.get(attrs.FEASIBLE) for t in study.get_trials(deepcopy=False))
 
 
@@ -180,7 +170,9 @@ def fp32_latency(baseline: dict[str, Any]) -> dict[str, Any] | None:
     return {**stored, "ratio": 1.0, "low": min(stored["low"], 1.0), "high": max(stored["high"], 1.0)}
 
 
-Answer = tuple[dict[str, float], "int | str | None", "dict[str, Any] | None"]
+# (values, reused from, latency figures, the stopped-early attrs when the accuracy pass stopped)
+Answer = tuple[dict[str, float], "int | str | None", "dict[str, Any] | None", "Stopped | None"]
+STOP_KEYS = (attrs.STOP_REASON, attrs.STOPPED_EARLY, attrs.FEASIBLE_SHOWN)
 
 
 def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial, seconds: dict[str, float],
@@ -188,16 +180,14 @@ def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial, seconds: dic
     """The values of an earlier trial (measured, stopped early, or found to be fp32)."""
     stored = previous.user_attrs
     for name in (attrs.MODEL_SHA256, attrs.MODEL_BYTES, attrs.INT8_OPS, attrs.INT8_OP_TYPES,
-                 attrs.AS_FP32):
+                 attrs.AS_FP32, attrs.FOOTPRINT_METHOD):
         if name in stored:
             trial.set_user_attr(name, stored[name])
     if stored.get(attrs.AS_FP32):
         trial.set_user_attr(attrs.SUMMARY, stored.get(attrs.SUMMARY))
-        return dict(stored[attrs.VALUES]), "baseline", fp32_latency(baseline)
-    if attrs.VALUES not in stored:
-        stop_hopeless(trial, stored[attrs.STOP_REASON], stored[attrs.CONSTRAINT], seconds,
-                      previous.number)
-    return dict(stored[attrs.VALUES]), previous.number, stored.get(attrs.LATENCY)
+        return dict(stored[attrs.VALUES]), "baseline", fp32_latency(baseline), None
+    stopped = {k: stored[k] for k in STOP_KEYS if k in stored} if attrs.STOP_REASON in stored else None
+    return dict(stored[attrs.VALUES]), previous.number, stored.get(attrs.LATENCY), stopped
 
 
 def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
@@ -211,7 +201,7 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
     """
     if config.is_fp32:
         trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
-        return dict(baseline["values"]), "baseline", fp32_latency(baseline)
+        return dict(baseline["values"]), "baseline", fp32_latency(baseline), None
     previous = claim_measurement(study, trial, config.key(), find_measured)
     if previous is not None:
         return _reuse(trial, previous, seconds, baseline)
@@ -222,9 +212,6 @@ def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, confi
     hook = pruner_hook(trial, session, baseline["values"]["accuracy"])
     try:
         return quantize_and_measure(study, trial, session, config, seconds, stop_at, hook, baseline)
-    except HopelessTrial as exc:
-        violation = accuracy_constraint(exc.best_possible, target, session.metric.higher_is_better)
-        stop_hopeless(trial, str(exc), violation, seconds, None)
     except PrunedTrial as exc:
         trial.set_user_attr(attrs.PRUNE_REASON, str(exc))
         trial.set_user_attr(attrs.SECONDS, seconds)
@@ -245,11 +232,12 @@ def quantize_and_measure(study: optuna.Study, trial: optuna.Trial, session: Sess
     try:
         same = _same_file(study, trial, session, config, path)
         if same == "fp32":
-            return dict(baseline["values"]), "baseline", fp32_latency(baseline)
+            return dict(baseline["values"]), "baseline", fp32_latency(baseline), None
         if isinstance(same, optuna.trial.FrozenTrial):
             return _reuse(trial, same, seconds, baseline)
-        values, latency = measure_file(session, path, seconds, trial.set_user_attr, stop_at, hook)
-        return values, None, latency
+        values, latency, stopped = measure_file(session, path, seconds, trial.set_user_attr,
+                                                stop_at, hook)
+        return values, None, latency, stopped
     finally:
         if not session.spec.study.save_models:
             path.unlink(missing_ok=True)

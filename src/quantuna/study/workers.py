@@ -14,7 +14,8 @@ shared measurements need:
   single-process study is reproducible.
 - :func:`run_jobs` prepares the study once (baseline, warm start), then starts N local worker
   processes and reports progress; Ctrl-C stops them all after their running trial.
-- :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable.
+- :func:`warn_mixed_cpus`: latencies measured on different CPUs are not comparable (the front
+  compares one CPU's, :mod:`quantuna.study.cpus`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from quantuna._compat import experimental_quiet, stop_requested
+from quantuna.phases import announce
 from quantuna.results import TuneResult
 from quantuna.spec import StudySpec, load_spec
 from quantuna.study import attrs
 from quantuna.study.artifacts import write_study_note
 from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
+from quantuna.study.cpus import cpu_of
+from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import check_budget, load_results, run_study
@@ -223,16 +227,23 @@ def run_jobs(
     check_budget(n_trials, None)
     loaded = load_spec(spec, storage=storage)
     budget = n_trials if n_trials is not None else loaded.tuning.exit_policy.max_trials
-    study = run_study(loaded, n_trials=0, mode=mode).study  # baseline and warm start, once
+    prepared = run_study(loaded, n_trials=0, mode=mode)  # baseline and warm start, once
+    study = prepared.study
+    assert prepared.session is not None
     warn_mixed_cpus(study, joining=True)
     spent = count_spent(study)
-    if on_ready is not None:
-        on_ready(study, max(0, budget - spent))
+    watch = SpaceWatch(prepared.session.space, budget)
+    left = max(0, budget - spent)
+    if left and watch.exhausted(study, spent):  # a resumed study with nothing new to try
+        left = 0
+        announce(watch.line(spent))
+    elif on_ready is not None:
+        on_ready(study, left)
     context = multiprocessing.get_context("spawn")
     stopping = context.Event()
     procs = [
         context.Process(target=_job, args=(entry, argv, stopping), name=f"quantuna-worker-{i}")
-        for i in range(min(jobs, max(0, budget - spent)))
+        for i in range(min(jobs, left))
     ]
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -252,6 +263,9 @@ def run_jobs(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    spent = count_spent(study)
+    if procs and spent < budget and watch.exhausted(study, spent):  # the workers stopped on it
+        announce(watch.line(spent))
     result = load_results(loaded, mode=mode)  # the workers leave the confirm phase to this process
     assert result.session is not None
     confirmed = confirm_front(result.study, result.session, result)
@@ -291,18 +305,21 @@ def _stop(procs: list[Any], grace: float = STOP_GRACE) -> None:
 
 
 def mixed_cpus(study: optuna.Study, *, joining: bool = False) -> dict[str, list[str]]:
-    """The CPUs that measured a study (baseline and trials), each with its hosts.
+    """The CPUs (:mod:`quantuna.study.cpus` keys, by label) that timed a study (baseline and
+    trials), each with its hosts.
 
     With ``joining``, this host counts too (it is about to measure).
     """
-    sources = [study.user_attrs.get(attrs.BASELINE) or {}]
-    sources += [t.user_attrs for t in study.get_trials(deepcopy=False)]
+    baseline = study.user_attrs.get(attrs.BASELINE) or {}
+    threads = (baseline.get(attrs.THREADS) or {}).get("latency")
+    sources = [baseline] + [t.user_attrs for t in study.get_trials(deepcopy=False)]
     if joining:
         sources.append(attrs.host_facts())
     cpus: dict[str, set[str]] = {}
     for source in sources:
-        if source.get(attrs.CPU):
-            cpus.setdefault(source[attrs.CPU], set()).add(source.get(attrs.HOST) or "?")
+        cpu = cpu_of(source, threads)
+        if cpu is not None:
+            cpus.setdefault(cpu.label, set()).add(source.get(attrs.HOST) or "?")
     return {cpu: sorted(hosts) for cpu, hosts in sorted(cpus.items())}
 
 
@@ -313,8 +330,8 @@ def warn_mixed_cpus(study: optuna.Study, *, joining: bool = False) -> bool:
         return False
     listing = "; ".join(f"{cpu} ({', '.join(hosts)})" for cpu, hosts in cpus.items())
     logger.warning(
-        "study %r is measured on different CPUs, so its latencies are not comparable: %s; "
-        "run latency-sensitive studies on one kind of machine",
-        study.study_name, listing,
+        "study %r is timed on different CPUs, whose latencies are not comparable: %s; the front "
+        "and the pick compare the trials of one CPU only (the summary names it, --cpu shows "
+        "another's)", study.study_name, listing,
     )
     return True

@@ -196,6 +196,11 @@ def render_html(result: TuneResult) -> str:
             )
             first = False
         parts.append(f"<section><h2>{html.escape(title)}</h2>{body}</section>")
+    if result.cpus is not None and result.cpus.mixed:
+        parts.insert(0, '<p class="note">The figures below are Optuna\'s and plot every trial, '
+                     f"timed on {len(result.cpus.trials)} CPUs whose latencies do not compare; "
+                     "the table and the annotated front above are those of "
+                     f"{html.escape(result.cpus.reference.label)} only.</p>")
     name = result.session.spec.name if result.session is not None else result.study.study_name
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     from quantuna import __version__

@@ -16,7 +16,7 @@ from quantuna._util import atomic_write
 from quantuna.errors import QuantunaError
 from quantuna.frontplot import front_png
 from quantuna.results import TuneResult
-from quantuna.summary import objective_labels
+from quantuna.summary import baseline_values, objective_labels
 
 logger = logging.getLogger(__name__)
 REPORT_EXTRA = "pip install 'quantuna[report]'"
@@ -74,17 +74,19 @@ def _panels(result: TuneResult) -> list[_Panel]:
     metric = result.session.metric.name if result.session is not None else "metric"
     y_label = labels.get("accuracy", f"accuracy ({metric})")
     pareto = {t.number for t in result.pareto}
-    base = result.baseline.get("values", {})
+    base = baseline_values(result)
     others = [n for n in result.objective_names if n != "accuracy"] or ["trial"]
     panels = []
     for name in others:
         points: dict[str, list[tuple[float, float, int]]] = {
             "infeasible": [],
+            "stopped": [],
             "feasible": [],
             "pareto": [],
         }
-        for t in result.trials:
-            kind = "pareto" if t.number in pareto else ("feasible" if t.feasible else "infeasible")
+        for t in result.comparable:  # latencies of one CPU only (see quantuna.study.cpus)
+            kind = ("pareto" if t.number in pareto else "feasible" if t.feasible
+                    else "stopped" if t.stopped_early else "infeasible")
             x = float(t.number) if name == "trial" else t.values[name]
             points[kind].append((x, t.values["accuracy"], t.number))
         b = (base[name], base["accuracy"]) if name in base and "accuracy" in base else None
@@ -95,6 +97,7 @@ def _panels(result: TuneResult) -> list[_Panel]:
 
 _STYLE = {  # kind: (legend label, colour, marker)
     "infeasible": ("infeasible", "#bbbbbb", "x"),
+    "stopped": ("stopped early (accuracy on part of the data)", "#cccccc", "triangle-down"),
     "feasible": ("feasible", "#7fa7d9", "o"),
     "pareto": ("feasible Pareto", "#d62728", "o"),
 }
@@ -103,7 +106,7 @@ _STYLE = {  # kind: (legend label, colour, marker)
 def tradeoff_figure(result: TuneResult) -> Any:
     """Accuracy against each other objective, every complete trial, as one plotly figure.
 
-    Infeasible trials are grey crosses, the feasible Pareto trials red and labelled, fp32 a star,
+    Infeasible trials are grey crosses (stopped-early ones grey triangles), the feasible Pareto trials red and labelled, fp32 a star,
     the accuracy target a dashed line. It reads quantuna's measured values, so it also shows the
     objectives of a weighted study (whose only Optuna value is the score).
     """
@@ -140,7 +143,7 @@ def tradeoff_figure(result: TuneResult) -> Any:
                     marker={
                         "color": colour,
                         "size": 10,
-                        "symbol": "x" if marker == "x" else "circle",
+                        "symbol": marker if marker != "o" else "circle",
                     },
                     name=label,
                     legendgroup=kind,
