@@ -51,8 +51,10 @@ def _chosen(result: TuneResult, trial: int | None, rule: str,
             numbers = ", ".join(str(t.number) for t in result.trials[:20])
             raise QuantunaError(f"trial {trial} is not a complete trial of the study (complete: {numbers})")
         chosen, picked_by = matches[0], "--trial"
-        said = {"feasible": chosen.feasible, "reason": "" if chosen.feasible else
-                f"trial {trial} does not meet the accuracy target", "note": ""}
+        reason = f"trial {trial} does not meet the accuracy target"
+        if chosen.stopped_early:  # its accuracy is an estimate on the samples seen before the stop
+            reason += " (it stopped early: its accuracy is the metric on part of the evaluation set)"
+        said = {"feasible": chosen.feasible, "reason": "" if chosen.feasible else reason, "note": ""}
     if not said["feasible"] and not allow_infeasible:
         raise QuantunaError(f"{said['reason']}; nothing written (export it anyway with --allow-infeasible)")
     if not said["feasible"]:

@@ -58,8 +58,18 @@ def test_hopeless_trials_stop_before_the_end_and_complete_as_infeasible(tiny_dir
         assert trial.constraints["accuracy"] > 0 and trial.user_attrs["feasible"] is False
         assert trial.user_attrs["Feasible"].startswith("no: stopped early")
         assert trial.user_attrs["latency"]["rounds"] == 3 < 10  # a short, honest latency loop
-        assert trial.user_attrs["seconds"]["evaluate"] > 0 and trial.user_attrs["seconds"]["timing"] > 0
+        if trial.user_attrs.get("reused_measurement_from") is None:  # (a byte-identical model reuses)
+            assert trial.user_attrs["seconds"]["evaluate"] > 0 and trial.user_attrs["seconds"]["timing"] > 0
     assert sorted(t.number for t in result.stopped_early) == [t.number for t in stopped]
+    # export refuses a stopped trial, saying why, and writes it only when asked
+    from quantuna.errors import QuantunaError
+    from quantuna.export import export_trial
+
+    with pytest.raises(QuantunaError, match="stopped early") as refused:
+        export_trial(result, trial=stopped[0].number)
+    assert "--allow-infeasible" in str(refused.value)
+    document = export_trial(result, trial=stopped[0].number, allow_infeasible=True)
+    assert document["measured"]["feasible"] is False and "stopped early" in document["measured"]["reason"]
     assert not {t.number for t in stopped} & {t.number for t in result.pareto}
     assert result.pick().feasible and result.pick().trial.number == fp32
     assert count_spent(result.study) == 4
