@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import yaml
@@ -230,7 +230,8 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, ``None`` fields left out; the inverse of :meth:`from_dict`."""
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELD_NAMES:  # fields hold plain values: no deep copy (asdict) needed
+            value = getattr(self, key)
             if value is None or value == ():
                 continue
             out[key] = list(value) if isinstance(value, tuple) else value
@@ -273,8 +274,12 @@ class QuantConfig:
 
     def key(self) -> str:
         """A stable hash of the config: equal configs, equal keys, in every process."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_key")
+        if cached is None:  # a config never changes: its key is computed once (search loops ask often)
+            canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            cached = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_key", cached)
+        return cached
 
     def to_yaml(self) -> str:
         """The config as a YAML mapping."""
@@ -318,3 +323,6 @@ class QuantConfig:
             more = f" +{len(self.exclude_nodes) - 3} more" if len(self.exclude_nodes) > 3 else ""
             parts.append(f"fp32 nodes {','.join(names)}{more}")
         return " ".join(p for p in parts if p)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(QuantConfig))

@@ -61,6 +61,7 @@ class SearchSpace:
         self._followers = followers or {}
         self._where = where
         self.notes: list[str] = []
+        self._distinct: list[tuple[dict[str, Any], QuantConfig]] | None = None
         self.fused_op_knobs = self._fused_knobs(space, fused, where)
         fused_ops = set(fused.op_types) if fused is not None else set()
         all_ops = set(model.op_types) | set(model.subgraph_op_types)
@@ -273,9 +274,19 @@ class SearchSpace:
 
         return params, self.build(choose), branch
 
+    def distinct(self) -> list[tuple[dict[str, Any], QuantConfig]]:
+        """The (params, config) of each distinct config of the space, the first params that make
+        it; enumerated once per space (a space never changes), then a copy of that list."""
+        if self._distinct is None:
+            seen: dict[str, tuple[dict[str, Any], QuantConfig]] = {}
+            for params, config in self.enumerate():
+                seen.setdefault(config.key(), (params, config))
+            self._distinct = list(seen.values())
+        return list(self._distinct)
+
     def distinct_configs(self) -> list[QuantConfig]:
         """The distinct configs of the space (what an exhaustive search would measure)."""
-        return list({config.key(): config for _, config in self.enumerate()}.values())
+        return [config for _, config in self.distinct()]
 
     def knobs(self) -> list[tuple[str, list[Any]]]:
         """The knobs and their values, for ``quantuna validate``."""

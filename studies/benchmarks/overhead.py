@@ -39,7 +39,7 @@ import _common as C  # noqa: E402
 
 CONFIGS = {"digits": 12, "resnet": 6}
 FIXED_COST = (  # from a cProfile run, not measured by this script
-    "On digits the real work of a trial takes about 0.2 s, so quantuna's fixed cost per trial dominates: under cProfile (12 digits trials, SQLite) it was about 0.25 s before issue 17, mostly the trial's ~15 user-attr writes (each its own SQLite transaction, 0.08 s), the measurement claim (0.06 s) and the suggest calls (0.06 s); since then SQLite runs in WAL mode, the attrs go in three transactions and the sampler asks TPE once per trial (see 1b). On the ResNet-like model it is within the noise."
+    "On digits the real work of a trial takes about 0.2 s, so quantuna's fixed cost per trial dominates: under cProfile (12 digits trials, SQLite) it was about 0.25 s before issue 17, mostly the trial's ~15 user-attr writes (each its own SQLite transaction, 0.08 s), the measurement claim (0.06 s) and the suggest calls (0.06 s); since then SQLite runs in WAL mode, the sampler asks TPE once per trial, and a trial's params go with its config key in one transaction and the rest of its attrs in one more at its end (see 1b). On the ResNet-like model it is within the noise."
 )
 SPECS = {"digits": C.DIGITS_SPEC, "resnet": C.RESNET_SPEC}
 

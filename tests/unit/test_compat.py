@@ -128,3 +128,76 @@ def test_set_user_attrs_writes_every_attr_once_per_trial(tmp_path: Any, kind: st
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # a finished trial is not updatable, as with set_user_attr
         _compat.set_user_attrs(trial, {"late": 1})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path: Any, kind: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with pytest.raises(ValueError), _compat.deferred_user_attrs(trial):
+        trial.set_user_attr("seconds", {"evaluate": 0.1})
+        _compat.set_user_attrs(trial, {"values": {"accuracy": 0.5}})
+        assert trial.suggest_categorical("types", ["U8S8", "S8S8"]) in ("U8S8", "S8S8")
+        if kind == "sqlite":
+            assert study.get_trials()[0].params == {}  # the param waits for the config key
+        _compat.set_user_attrs(trial, {"config_key": "k"}, now=True)  # what other workers read
+        assert study.get_trials()[0].params == trial.params  # written with it
+        trial.suggest_categorical("reduce_range", [False, True])
+        _compat.set_constraint(trial, "accuracy", 0.25)
+        (tmp_path / "config.yaml").write_text("approach: fp32\n")
+        store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / "config.yaml"),
+                                         study_or_trial=trial)
+        assert trial.user_attrs == {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5},
+                                    "config_key": "k"}  # the trial itself sees them all
+        if kind == "sqlite":  # (in memory, the live trial's attrs are the storage's own dict)
+            assert study.get_trials()[0].user_attrs == {"config_key": "k"}  # only now=True yet
+        raise ValueError("the trial failed")
+    want = {"seconds": {"evaluate": 0.1}, "values": {"accuracy": 0.5}, "config_key": "k"}
+    stored = study.get_trials()[0]
+    assert stored.user_attrs == want
+    assert set(stored.params) == {"types", "reduce_range"}  # a late param at the block's end
+    assert stored.distributions == trial.distributions
+    metas = optuna.artifacts.get_all_artifact_meta(stored, storage=_compat.study_storage(study))
+    assert [m.filename for m in metas] == ["config.yaml"]  # the artifact's record, at the end
+    at_once = study.ask()  # the same constraint written outside the block, at once
+    _compat.set_constraint(at_once, "accuracy", 0.25)
+    assert stored.constraints == study.get_trials()[1].constraints  # Optuna's named constraint
+    assert stored.system_attrs["constraints"] == [0.25]  # and the dashboard's list
+    trial.set_user_attr("after", 1)  # outside the block, Optuna's own method again
+    assert study.get_trials()[0].user_attrs == {**want, "after": 1}
+    assert study.get_trials()[1].constraints["accuracy"] == 0.25
+    other = study.ask()
+    with pytest.raises(ValueError, match="dynamic value space"), _compat.deferred_user_attrs(other):
+        other.suggest_categorical("types", ["U8U8"])  # a name keeps its choices, as in Optuna
+    if kind == "sqlite":  # nothing of the refused param is stored
+        assert "types" not in study.get_trials()[2].params
+
+
+def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp_path: Any) -> None:
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    study.tell(study.ask(), 1.0)
+    storage = _compat.study_storage(study)
+    reads: list[int] = []
+    real = storage.get_all_trials
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    storage.get_all_trials = counted  # type: ignore[method-assign]
+    trial = study.ask()
+    reads.clear()  # (ask reads the waiting trials)
+    running = _compat.trials_of_this_trial(study, (TrialState.RUNNING,))
+    shared = _compat.sharing_trial_read(study)
+    done = shared.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    everything = shared._get_trials(deepcopy=False, use_cache=False)
+    assert [t.number for t in running] == [trial.number] and [t.number for t in done] == [0]
+    assert len(everything) == 2 and len(reads) == 1  # one read for all of them
+    study.tell(trial, 2.0)
+    study.ask()  # the next trial reads again, and sees the one just finished
+    reads.clear()
+    assert len(_compat.trials_of_this_trial(study, (TrialState.COMPLETE,))) == 2 and len(reads) == 1

@@ -69,5 +69,7 @@ def _matches(values: dict[str, Any], setting: dict[str, Any]) -> bool:
 def is_blocked(config: QuantConfig, settings: list[dict[str, Any]]) -> bool:
     """Whether ``config`` has every field of one failing setting (``op_type``: among its op
     types; a field that is ``None`` in the setting matches anything)."""
+    if not settings:
+        return False
     values = config.to_dict()
     return any(_matches(values, s["setting"]) for s in settings)

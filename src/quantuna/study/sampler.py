@@ -27,12 +27,13 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, trial_id
+from quantuna._compat import experimental_quiet, sharing_trial_read, trial_id, trials_of_this_trial
 from quantuna._util import import_reference
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
@@ -42,7 +43,6 @@ from quantuna.study import attrs
 from quantuna.study.failures import failed_settings, is_blocked
 
 DEFAULT_ATTEMPTS = 1  # proposals asked of the base sampler before moving to the nearest unused config
-_MISSING = object()
 
 
 class DistinctSampler(BaseSampler):
@@ -82,20 +82,22 @@ class DistinctSampler(BaseSampler):
         self._rng = random.Random(seed)
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
-        self._distinct: tuple[SearchSpace, list[tuple[str, tuple[dict[str, Any], QuantConfig]]]] | None = None
+        self._tables: tuple[Any, ...] | None = None  # (space, its distinct configs, their codes)
 
     # --- the proposal ----------------------------------------------------------------------
 
     def _taken(self, study: optuna.Study, trial: FrozenTrial) -> set[str]:
-        """Config keys of the study's other trials (running ones included: they will measure)."""
+        """Config keys of the study's other trials (running ones included: they will measure),
+        from the storage read this trial shares with TPE (made after its ``ask``)."""
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
         return {
             t.user_attrs[attrs.CONFIG_KEY]
-            for t in study.get_trials(deepcopy=False, states=states)
+            for t in trials_of_this_trial(study, states)
             if t.number != trial.number and attrs.CONFIG_KEY in t.user_attrs
         }
 
     def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], QuantConfig]:
+        study = sharing_trial_read(study)  # one storage read per trial for the base sampler too
         relative = self.base.sample_relative(
             study, trial, self.base.infer_relative_search_space(study, trial)
         )
@@ -114,15 +116,26 @@ class DistinctSampler(BaseSampler):
 
     def _unused(self, taken: set[str], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The params of every distinct config of the space no trial has and no failed setting
-        blocks (the space is enumerated once per space, not once per trial)."""
+        blocks (the space enumerates them once, not once per trial)."""
+        return [params for params, config in self._space_of().distinct()
+                if config.key() not in taken and not is_blocked(config, failed)]
+
+    def _table(self) -> tuple[list[tuple[dict[str, Any], QuantConfig]], list[str], dict[str, dict[Any, int]], Any]:
+        """The space's distinct configs and their params as a matrix of value indices, one
+        column per knob (-1: the knob is not asked), built once per space, so that
+        :meth:`_nearest` compares a proposal with all of them at once."""
         space = self._space_of()
-        if self._distinct is None or self._distinct[0] is not space:
-            seen: dict[str, tuple[dict[str, Any], QuantConfig]] = {}
-            for params, config in space.enumerate():
-                seen.setdefault(config.key(), (params, config))
-            self._distinct = (space, list(seen.items()))
-        return [params for key, (params, config) in self._distinct[1]
-                if key not in taken and not is_blocked(config, failed)]
+        if self._tables is None or self._tables[0] is not space:
+            distinct = space.distinct()
+            knobs = sorted({k for params, _ in distinct for k in params})
+            index: dict[str, dict[Any, int]] = {k: {} for k in knobs}
+            codes = np.full((len(distinct), len(knobs)), -1, dtype=np.int32)
+            for row, (params, _) in enumerate(distinct):
+                for col, knob in enumerate(knobs):
+                    if knob in params:
+                        codes[row, col] = index[knob].setdefault(params[knob], len(index[knob]))
+            self._tables = (space, distinct, knobs, index, codes)
+        return self._tables[1:]
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         taken = self._taken(study, trial)
@@ -136,24 +149,26 @@ class DistinctSampler(BaseSampler):
             params, config = self._propose(study, trial)
             if usable(config):
                 return params
-        unused = self._unused(taken, failed)
+        distinct = self._table()[0]
+        unused = [i for i, (_, c) in enumerate(distinct)
+                  if c.key() not in taken and not is_blocked(c, failed)]
         if not unused:  # the space is exhausted: the trial repeats a config (and reuses it)
             repeats = [{self._prefix + k: v for k, v in p.items()} for p in self._unused(set(), failed)]
             return params if not repeats or params in repeats else dict(self._rng.choice(repeats))
         proposal = {k[len(self._prefix):]: v for k, v in params.items()}
         return {self._prefix + k: v for k, v in self._nearest(proposal, unused).items()}
 
-    def _nearest(self, proposal: dict[str, Any], unused: list[dict[str, Any]]) -> dict[str, Any]:
-        """The unused config whose params differ from the proposal's in the fewest knobs (ties
-        drawn with the seeded generator): the base sampler's choice, moved as little as needed."""
-
-        def distance(params: dict[str, Any]) -> int:
-            return sum(proposal.get(k, _MISSING) != v for k, v in params.items()) + sum(
-                k not in params for k in proposal)
-
-        distances = [distance(p) for p in unused]
-        best = min(distances)
-        return self._rng.choice([p for p, d in zip(unused, distances) if d == best])
+    def _nearest(self, proposal: dict[str, Any], unused: list[int]) -> dict[str, Any]:
+        """The unused config (rows of :meth:`_table`) whose params differ from the proposal's in
+        the fewest knobs (ties drawn with the seeded generator): the base sampler's choice, moved
+        as little as needed."""
+        distinct, knobs, index, codes = self._table()
+        wanted = np.array([index[k].get(proposal[k], -2) if k in proposal else -1 for k in knobs],
+                          dtype=np.int32)  # -2: a value no config of the space has
+        rows = np.asarray(unused)
+        distances = (codes[rows] != wanted).sum(axis=1) + sum(k not in index for k in proposal)
+        ties = rows[distances == distances.min()]
+        return dict(distinct[self._rng.choice(list(ties))][0])
 
     # --- BaseSampler ---------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import optuna
 
-from quantuna._compat import set_legacy_constraints, set_user_attrs
+from quantuna._compat import deferred_user_attrs, set_user_attrs
+from quantuna._compat import set_constraint as compat_set_constraint
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
 from quantuna.errors import PrunedTrial, TrialError
@@ -53,8 +54,7 @@ def find_measured(study: optuna.Study, key: str, number: int, *,
 
 def set_constraint(trial: optuna.Trial, value: float) -> None:
     """The accuracy constraint (feasible when <= 0), in Optuna 5's and the dashboard's form."""
-    trial.set_constraint(attrs.ACCURACY_CONSTRAINT, value)
-    set_legacy_constraints(trial, [value])
+    compat_set_constraint(trial, attrs.ACCURACY_CONSTRAINT, value)  # at the trial's end, with its attrs
 
 
 def pruner_hook(trial: optuna.Trial, session: Session, base_accuracy: float) -> OnProgress | None:
@@ -135,7 +135,7 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         upload_trial_artifacts(trial, answered.to_yaml(), saved, session.spec)
         return _optuna_values(trial, session, values, base_values, latency)
 
-    return objective
+    return with_deferred_attrs(objective)
 
 
 def _early_stop_allowed(study: optuna.Study) -> bool:
@@ -150,7 +150,7 @@ def _early_stop_allowed(study: optuna.Study) -> bool:
 
 def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, Any]) -> None:
     set_user_attrs(trial, {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
-                           attrs.SUMMARY: config.summary(), **facts})  # one transaction
+                           attrs.SUMMARY: config.summary(), **facts}, now=True)  # workers read the key
 
 
 def _record_named(trial: optuna.Trial, session: Session, values: dict[str, float],
@@ -273,3 +273,14 @@ def _optuna_values(trial: optuna.Trial, session: Session, values: dict[str, floa
     score = weighted_ratio_score(ordered, base, session.higher_is_better, session.weights)
     trial.set_user_attr(attrs.WEIGHTED_SCORE, score)
     return score
+
+
+def with_deferred_attrs(objective: Objective) -> Objective:
+    """``objective`` with its trial's user attrs written in one transaction at the trial's end
+    (see :func:`quantuna._compat.deferred_user_attrs`), not one per attr."""
+
+    def deferred(trial: optuna.Trial) -> Sequence[float] | float:
+        with deferred_user_attrs(trial):
+            return objective(trial)
+
+    return deferred
