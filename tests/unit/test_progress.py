@@ -194,3 +194,25 @@ def test_log_records_go_above_the_open_bar_and_the_handlers_get_their_streams_ba
         root.removeHandler(handler)
     lines = re.split(r"[\r\n]", stream.getvalue())
     assert "a record while the bar is open" in lines  # the whole line, nothing of the bar on it
+
+
+def test_with_verbose_logging_a_slow_phase_is_its_log_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-v`` (the root logger at INFO): the phase's INFO records are what the user sees; no
+    second ``quantuna: ... ...`` line for the same phase (the --jobs parent printed both)."""
+    import logging
+
+    monkeypatch.setattr(progress_module, "SLOW", 0.05)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        progress = Progress(enabled=True, stream=stream)
+        with PhaseLines(progress), phase("measuring the fp32 baseline"):
+            time.sleep(0.3)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+    assert stream.getvalue().count("measuring the fp32 baseline ...") == 1, stream.getvalue()

@@ -52,6 +52,7 @@ class Progress:
         self.higher: list[bool] = []
         self.pending: dict[str, threading.Timer] = {}
         self.here: dict[str, Any] | None = None  # this host's facts, read once
+        self.logged = False  # -v: the phases are INFO log lines already, never a second line
         self.status = StatusLine(self.stream, delay=SLOW) if enabled and _is_tty(self.stream) else None
 
     def ready(self, study: Any, remaining: int) -> None:
@@ -94,9 +95,11 @@ class Progress:
                 self.status.push(name)
                 return
             self.status.pop(name)
-            if seconds is not None and seconds >= SLOW:
+            if seconds is not None and seconds >= SLOW and not self.logged:
                 self._say(f"quantuna: {name}: " + (f"{seconds:.1f} s" if ok else
                                                    f"stopped after {seconds:.1f} s"))
+        elif self.logged:  # the log line said it
+            return
         elif event == "start":  # a line only once it has lasted SLOW: fast phases, and an error
             timer = threading.Timer(SLOW, self._say, (f"quantuna: {name} ...",))  # right away, stay
             timer.daemon = True                                                  # one line
@@ -249,6 +252,8 @@ class PhaseLines(logging.Handler):
         logger.setLevel(logging.INFO)
         if logging.getLogger().getEffectiveLevel() > logging.INFO:  # -v keeps the log lines too
             logger.propagate = False  # shown here, not again as an INFO log line
+        else:
+            self.progress.logged = True  # shown as the INFO log line, not again here
         logger.addHandler(self)
         self._route_stderr()
         return self
