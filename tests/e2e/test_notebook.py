@@ -8,7 +8,6 @@ JSON is blank) and nothing on stderr (no red TqdmWarning).
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from conftest import ROOT
@@ -77,9 +76,7 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
-    start = time.monotonic()
     client.execute()
-    seconds = time.monotonic() - start
     ARTIFACTS.mkdir(exist_ok=True)
     nbformat.write(nb, str(ARTIFACTS / "quickstart.executed.ipynb"))
     outputs = [out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs]
@@ -89,4 +86,3 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "own study: 8 trials" in text
     assert "accuracy" in text and "ratio" in text
     _check_outputs(nb)
-    assert seconds < 120, f"the quick start took {seconds:.0f} s"
