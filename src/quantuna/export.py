@@ -109,7 +109,7 @@ def _source(where: str, **fields: Any) -> DataSource:
 def _check_against_model(exported: ExportedConfig, info: Any) -> None:
     """The config's op types and nodes exist (in onnxruntime or the model)."""
     config = exported.config
-    known = set(quantizable_op_types()) | set(info.op_types)
+    known = set(quantizable_op_types()) | set(info.op_types) | set(info.subgraph_op_types)
     unknown = [op for op in config.op_types if op not in known]
     if unknown:
         raise SpecError(f"{exported.where}: config.op_types: {shorten(unknown[0], 60)} is neither an "

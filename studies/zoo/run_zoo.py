@@ -201,7 +201,7 @@ def inspect_result(spec: Path, directory: Path) -> dict[str, Any]:
         "prepared_bytes": session.model.path.stat().st_size,
         "fp32_ms": fp32_ms, "pick_ms": pick_ms, "fastest": fastest, "fastest_ms": fastest_ms,
         "fastest_int8": sum(count_int8_ops(fastest_file).values()),
-        "same_bytes": quantuna.export.file_sha256(pick_file) == document["measured"]["model_sha256"],
+        "same_bytes": quantuna.export.file_sha256(pick_file) == document["provenance"]["quantized_model"]["sha256"],
     }
 
 

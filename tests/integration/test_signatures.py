@@ -197,3 +197,19 @@ def test_the_latency_loops_batch_is_run_once_too(tmp_path: Path) -> None:
     spec["measure"]["performance"]["batch_size"] = 4
     with pytest.raises(SpecError, match=r"measure\.performance\.batch_size 4: the fp32 model cannot run one batch"):
         prepare(load_spec(write_spec(tmp_path, spec, "vad.yaml")))
+
+
+def test_a_dynamic_lstm_pick_exports_and_applies_byte_for_byte(tmp_path: Path) -> None:
+    """LSTM is quantized by onnxruntime's dynamic (integer-op) registry only: apply must accept
+    an exported config naming it (it refused: "neither an op type onnxruntime quantizes")."""
+    import quantuna
+    from quantuna.export import export_trial, file_sha256, write_export
+
+    spec = _vad_dir(tmp_path)
+    spec["space"]["op_types"] = {"LSTM": ["int8"], "MatMul": ["fp32"]}
+    result = run_study(write_spec(tmp_path, spec, "vad.yaml"), n_trials=2)
+    lstm = next(t for t in result.trials if "LSTM" in t.config.op_types)
+    path = write_export(export_trial(result, trial=lstm.number, allow_infeasible=True), tmp_path / "pick.yaml")
+    out = tmp_path / "rebuilt.onnx"
+    quantuna.apply(path, out=out)
+    assert file_sha256(out) == lstm.model_sha256

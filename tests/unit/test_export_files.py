@@ -66,3 +66,20 @@ def test_input_maps_rename_the_config_names_and_refuse_what_does_not_line_up(
     for bad in (["x"], ["=a"], ["x=a", "x=b"]):
         with pytest.raises(SpecError, match="--input-map"):
             parse_input_map(bad)
+
+
+def test_apply_accepts_op_types_of_control_flow_bodies_and_dynamic_only_ops() -> None:
+    """silero-vad's LSTMs sit inside If bodies and only onnxruntime's dynamic (integer-op)
+    registry quantizes LSTM: an exported ``dynamic [LSTM]`` config must apply to it."""
+    from types import SimpleNamespace
+
+    from quantuna.config import QuantConfig
+    from quantuna.export import _check_against_model
+
+    def exported(op_types: tuple[str, ...]) -> SimpleNamespace:
+        return SimpleNamespace(config=QuantConfig(approach="dynamic", op_types=op_types), where="pick.yaml")
+
+    info = SimpleNamespace(op_types=("If", "Concat"), subgraph_op_types=("LSTM",), compute_nodes=())
+    _check_against_model(exported(("LSTM",)), info)  # accepted: no error
+    with pytest.raises(SpecError, match="NotAnOp"):
+        _check_against_model(exported(("NotAnOp",)), info)

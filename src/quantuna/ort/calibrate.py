@@ -88,7 +88,7 @@ def compute_ranges(
     assert config.calibration_setting is not None and config.calibration_size is not None
     method, options = calibrator_options(config)
     if op_types is None:
-        op_types = quantizable_op_types()
+        op_types = quantizable_op_types(static_only=True)
     data = calibration.head(config.calibration_size)
     reader = _Reader(data.equal_batches(batch_size))
     with tempfile.TemporaryDirectory(prefix="quantuna-calib-") as tmp:

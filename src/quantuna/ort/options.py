@@ -117,11 +117,17 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def quantizable_op_types() -> list[str]:
-    """Every op type onnxruntime can quantize (QOperator or QDQ)."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+def quantizable_op_types(*, static_only: bool = False) -> list[str]:
+    """Every op type onnxruntime can quantize: static (QOperator or QDQ) and, unless
+    ``static_only``, dynamic (LSTM, Attention... are integer ops only)."""
+    from onnxruntime.quantization.registry import (
+        IntegerOpsRegistry,
+        QDQRegistry,
+        QLinearOpsRegistry,
+    )
 
-    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    found = set(QLinearOpsRegistry) | set(QDQRegistry)
+    return sorted(found if static_only else found | set(IntegerOpsRegistry))
 
 
 def weight_only_kwargs(config: QuantConfig, nodes_to_exclude: list[str]) -> dict[str, Any]:
