@@ -89,6 +89,10 @@ class SearchSpace:
                 f"add U8S8 or U8U8 (got {list(space.types)})"
             )
         self.op_knobs: dict[str, list[str]] = self._reachable(op_knobs)
+        if True in space.smooth_quant and "static" not in space.approach:
+            self.notes.append("space.smooth_quant: SmoothQuant applies to static quantization "
+                              f"only, and the space's approaches are {', '.join(space.approach)}: "
+                              "it is never tried (add static to space.approach)")
         if required_opset(space) > model.opset > 0:
             self.notes.append(f"per-channel QDQ needs opset 13, the model has {model.opset}: "
                               "per-channel is offered with QOperator and dynamic only")

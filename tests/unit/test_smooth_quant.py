@@ -153,3 +153,17 @@ def test_a_graph_input_fed_straight_into_matmuls_is_smoothed_by_an_inserted_mul(
     assert set(scales) == {"x"} and [n.name for n in smoothed.graph.node][0] == "x_smooth_quant"
     np.testing.assert_allclose(_run(smoothed, {"x": x}), _run(tmp_path / "input.onnx", {"x": x}),
                                atol=1e-4, rtol=1e-4)
+
+
+def test_smooth_quant_without_a_static_approach_says_it_is_never_tried(tiny_dir: Path) -> None:
+    from conftest import tiny_spec, write_spec
+
+    from quantuna.spec import load_spec
+    from quantuna.study.session import prepare
+
+    spec = tiny_spec(tiny_dir, space={"approach": ["dynamic"], "smooth_quant": [True, False]})
+    session = prepare(load_spec(write_spec(tiny_dir, spec)))
+    assert any("SmoothQuant applies to static quantization only" in n for n in session.space.notes)
+    spec = tiny_spec(tiny_dir, space={"approach": ["static"], "smooth_quant": [True, False]})
+    session = prepare(load_spec(write_spec(tiny_dir, spec)))
+    assert not any("SmoothQuant" in n for n in session.space.notes)
