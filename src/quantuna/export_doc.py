@@ -49,6 +49,8 @@ def _chosen(result: TuneResult, trial: int | None, rule: str,
         matches = [t for t in result.trials if t.number == trial]
         if not matches:
             numbers = ", ".join(str(t.number) for t in result.trials[:20])
+            if len(result.trials) > 20:
+                numbers += f", ... ({len(result.trials)} in all, the last {result.trials[-1].number})"
             raise QuantunaError(f"trial {trial} is not a complete trial of the study (complete: {numbers})")
         chosen, picked_by = matches[0], "--trial"
         reason = f"trial {trial} does not meet the accuracy target"

@@ -83,3 +83,17 @@ def test_apply_accepts_op_types_of_control_flow_bodies_and_dynamic_only_ops() ->
     _check_against_model(exported(("LSTM",)), info)  # accepted: no error
     with pytest.raises(SpecError, match="NotAnOp"):
         _check_against_model(exported(("NotAnOp",)), info)
+
+
+def test_an_unknown_trial_lists_the_complete_ones_and_says_when_the_list_is_cut() -> None:
+    from types import SimpleNamespace
+
+    from quantuna.errors import QuantunaError
+    from quantuna.export_doc import _chosen
+
+    result = SimpleNamespace(trials=[SimpleNamespace(number=i) for i in range(25)])
+    with pytest.raises(QuantunaError) as err:
+        _chosen(result, 999, "weighted", False)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "trial 999 is not a complete trial" in message and "0, 1, 2" in message
+    assert "... (25 in all, the last 24)" in message
