@@ -48,3 +48,43 @@ def test_a_space_with_both_formats_tries_the_other_one_early(tiny_dir: Path) -> 
 def test_a_small_budget_leaves_no_warm_start_trial_waiting(tiny_spec_path: Path) -> None:
     result = run_study(tiny_spec_path, n_trials=3)
     assert [t.state.name for t in result.study.trials].count("WAITING") == 0
+
+
+def test_runs_started_at_once_enqueue_the_warm_start_once(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three ``quantuna run`` at once on one storage each found the study empty and enqueued the
+    warm start (optuna's ``skip_if_exists`` checks, then inserts): every config ran three times."""
+    import threading
+
+    import optuna
+
+    from quantuna.spec import load_spec
+    from quantuna.study.sensitivity import enqueue_warm_start
+    from quantuna.study.session import prepare
+
+    session = prepare(load_spec(write_spec(tiny_dir, tiny_spec(tiny_dir))))
+    url = f"sqlite:///{tiny_dir / 'race.db'}"
+    optuna.create_study(study_name="race", storage=url)
+    slow = optuna.Study.enqueue_trial
+
+    def enqueue_slowly(self: optuna.Study, *args: object, **kwargs: object) -> None:
+        import time
+
+        time.sleep(0.05)  # the window between optuna's check and its insert, made wide
+        slow(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_slowly)
+    start = threading.Barrier(3)
+
+    def run() -> None:
+        study = optuna.load_study(study_name="race", storage=url)
+        start.wait()
+        enqueue_warm_start(study, session, 12)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    waiting = optuna.load_study(study_name="race", storage=url).get_trials(deepcopy=False)
+    params = [tuple(sorted(t.system_attrs["fixed_params"].items())) for t in waiting]
+    assert params and len(params) == len(set(params)), params  # each config once

@@ -246,9 +246,17 @@ SPREAD_BUDGET = 10  # studies of at least this many trials also start with sprea
 def enqueue_warm_start(study: optuna.Study, session: Session, budget: int | None = None) -> None:
     """Enqueue the warm-start configs on a study that has no trial yet (the space is enumerated
     once for all of them). With a ``budget`` of at least :data:`SPREAD_BUDGET` trials, the
-    :func:`spread_configs` follow; never more configs than the budget (no trial left waiting)."""
-    if study.trials:
-        return
+    :func:`spread_configs` follow; never more configs than the budget (no trial left waiting).
+
+    Under a study lock: several ``quantuna run`` started at once on one storage each found the
+    study empty and enqueued the warm start again (``skip_if_exists`` checks, then inserts), so
+    the configs ran two or three times and the repeats spent the budget."""
+    with StudyMutex(study, "warm-start"):
+        if not study.get_trials(deepcopy=False):
+            _enqueue_warm_start(study, session, budget)
+
+
+def _enqueue_warm_start(study: optuna.Study, session: Session, budget: int | None) -> None:
     stored = study.user_attrs.get(attrs.FALLBACK)
     fallback = Fallback.from_dict(stored) if stored is not None else None
     spread = budget is not None and budget >= SPREAD_BUDGET
