@@ -28,6 +28,7 @@ Approach = Literal["fp32", "static", "dynamic", "weight_only"]
 # the fields only a weight-only (MatMulNBits) config has, and the ones it never has
 WEIGHT_ONLY_FIELDS = ("bits", "block_size", "accuracy_level", "algorithm")
 WEIGHT_ONLY_OP_TYPES = ("Gather", "MatMul")  # what onnxruntime's MatMulNBits quantizer takes
+SMOOTH_QUANT_FIELDS = ("smooth_quant", "smooth_quant_alpha")  # static only
 
 # Intel Neural Compressor's spellings, accepted as aliases in specs and config files so that its
 # YAML ports without edits (matched case-insensitively; quantuna writes the canonical names)
@@ -79,6 +80,8 @@ class _ConfigSchema(BaseModel):
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
     algorithm: Literal["RTN"] | None = None
     graph_optimization: Literal["bert"] | None = None
+    smooth_quant: StrictBool | None = None
+    smooth_quant_alpha: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=1)
 
     @field_validator(*INC_ALIASES, mode="before")
     @classmethod
@@ -89,7 +92,7 @@ class _ConfigSchema(BaseModel):
 def _check_weight_only(values: dict[str, Any]) -> str | None:
     """What is wrong with a weight-only combination, or ``None``."""
     never = ("quant_format", "types", "per_channel", "reduce_range", "activation_symmetric",
-             "calibrate_method", "percentile", "calibration_size")
+             "calibrate_method", "percentile", "calibration_size", *SMOOTH_QUANT_FIELDS)
     extra = [k for k in never if values.get(k) is not None]
     if extra:
         return f"{extra[0]}: does not apply to weight-only quantization"
@@ -108,7 +111,7 @@ def _check_combination(values: dict[str, Any]) -> str | None:
     """What is wrong with a combination of fields (each valid on its own), or ``None``."""
     approach = values.get("approach", "fp32")
     static_only = ("quant_format", "activation_symmetric", "calibrate_method", "percentile",
-                   "calibration_size")
+                   "calibration_size", *SMOOTH_QUANT_FIELDS)
     if approach == "fp32":
         extra = [k for k, v in values.items() if k != "approach" and v not in (None, [], ())]
         return f"{extra[0]}: an fp32 config has only 'approach'" if extra else None
@@ -133,6 +136,8 @@ def _check_combination(values: dict[str, Any]) -> str | None:
             return f"{key}: a static config needs it"
     if (values["calibrate_method"] == "Percentile") != (values.get("percentile") is not None):
         return "percentile: given exactly when calibrate_method is Percentile"
+    if bool(values.get("smooth_quant")) != (values.get("smooth_quant_alpha") is not None):
+        return "smooth_quant_alpha: given exactly when smooth_quant is true"
     return None
 
 
@@ -167,6 +172,9 @@ class QuantConfig:
         algorithm: how weight-only weights are rounded (``RTN``, round to nearest).
         graph_optimization: onnxruntime's transformer fusions applied before quantizing (``bert``),
             ``None`` for none.
+        smooth_quant: SmoothQuant before static quantization (:mod:`quantuna.ort.smooth`);
+            ``None`` for off (``False`` is stored as ``None``: one behaviour, one key).
+        smooth_quant_alpha: SmoothQuant's migration strength in [0, 1] (with ``smooth_quant``).
     """
 
     approach: Approach = "fp32"
@@ -188,8 +196,12 @@ class QuantConfig:
     accuracy_level: int | None = None
     algorithm: str | None = None
     graph_optimization: str | None = None
+    smooth_quant: bool | None = None
+    smooth_quant_alpha: float | None = None
 
     def __post_init__(self) -> None:
+        if self.smooth_quant is False:
+            object.__setattr__(self, "smooth_quant", None)
         object.__setattr__(self, "op_types", tuple(sorted(self.op_types)))
         object.__setattr__(self, "exclude_nodes", tuple(sorted(self.exclude_nodes)))
 
@@ -203,12 +215,15 @@ class QuantConfig:
         """What the tensor ranges depend on (besides model and data); ``None`` without calibration."""
         if self.approach != "static":
             return None
-        return {
+        setting: dict[str, Any] = {
             "calibrate_method": self.calibrate_method,
             "percentile": self.percentile,
             "calibration_size": self.calibration_size,
             "activation_symmetric": self.activation_symmetric,
         }
+        if self.smooth_quant:  # the ranges are those of the smoothed model
+            setting["smooth_quant_alpha"] = self.smooth_quant_alpha
+        return setting
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, ``None`` fields left out; the inverse of :meth:`from_dict`."""
@@ -280,6 +295,8 @@ class QuantConfig:
             if method == "Percentile":
                 method += f"({self.percentile})"
             parts.append(f"{method}/{self.calibration_size}")
+        if self.smooth_quant:
+            parts.append(f"SmoothQuant({self.smooth_quant_alpha})")
         flags = [
             name
             for name, on in (

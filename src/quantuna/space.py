@@ -219,6 +219,7 @@ class SearchSpace:
                 approach="dynamic", types=pick("dynamic_types", self.dynamic_types), **common
             )
         method = pick("calibrate_method", s.calibrate_method)
+        smooth = bool(pick("smooth_quant", s.smooth_quant))
         return QuantConfig(
             approach="static",
             quant_format=mode,
@@ -227,6 +228,8 @@ class SearchSpace:
             calibrate_method=method,
             percentile=pick("percentile", s.percentile) if method == "Percentile" else None,
             calibration_size=pick("calibration_size", self.calibration_sizes),
+            smooth_quant=smooth,
+            smooth_quant_alpha=pick("smooth_quant_alpha", s.smooth_quant_alpha) if smooth else None,
             **common,
         )
 
@@ -296,6 +299,8 @@ class SearchSpace:
             ("accuracy_level", list(s.accuracy_level)),
             ("algorithm", list(s.algorithm)),
             ("graph_optimization", list(s.graph_optimization)),
+            ("smooth_quant", list(s.smooth_quant)),
+            ("smooth_quant_alpha", list(s.smooth_quant_alpha)),
         ]
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows

@@ -167,6 +167,9 @@ class SpaceSection(_Strict):
     accuracy_level: list[Literal[0, 1, 2, 3, 4]] = Field(default=[0], min_length=1)
     algorithm: list[Literal["RTN"]] = Field(default=["RTN"], min_length=1)
     graph_optimization: list[Literal["none", "bert"]] = Field(default=["none"], min_length=1)
+    # static only: SmoothQuant before calibration; the alpha is asked only when smooth_quant is on
+    smooth_quant: list[bool] = Field(default=[False], min_length=1)
+    smooth_quant_alpha: list[float] = Field(default=[0.5], min_length=1)
 
     @field_validator("exclude_sensitive_nodes", mode="before")
     @classmethod
@@ -185,6 +188,9 @@ class SpaceSection(_Strict):
         for p in self.percentile:
             if not 90.0 <= p < 100.0:
                 raise ValueError(f"percentile {p} must be in [90, 100)")
+        for alpha in self.smooth_quant_alpha:
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"smooth_quant_alpha {alpha} must be in [0, 1]")
         for size in self.calibration_size or []:
             if size <= 0:
                 raise ValueError(f"calibration_size {size} must be positive")

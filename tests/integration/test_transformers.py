@@ -96,3 +96,25 @@ def test_a_static_study_on_the_block_records_the_calibration_peak_memory(block_d
     study = load_results(path).study
     computed = [t for t in study.trials if t.user_attrs.get("calibration_reused") is False]
     assert computed and all(t.user_attrs["calibration_peak_mib"] >= 0 for t in computed)
+
+
+def test_a_static_study_searches_smoothquant_and_its_export_reapplies_byte_for_byte(
+    block_dir: Path,
+) -> None:
+    space = {"approach": ["static"], "smooth_quant": [True, False], "smooth_quant_alpha": [0.5, 0.8],
+             "op_types": {"MatMul": ["int8"]}}
+    path = write_spec(block_dir, token_spec(space, max_trials=5), "smooth.yaml")
+    knobs = dict(quantuna_knobs(path))
+    assert knobs["smooth_quant"] == [True, False] and knobs["smooth_quant_alpha"] == [0.5, 0.8]
+    result = run_study(path, n_trials=5)
+    smoothed = [t for t in result.trials if t.config.smooth_quant]
+    assert smoothed and all(t.config.smooth_quant_alpha in (0.5, 0.8) for t in smoothed)
+    assert all(t.config.smooth_quant_alpha is None for t in result.trials if not t.config.smooth_quant)
+    trial = smoothed[0]
+    measured = block_dir / "smooth.quantuna" / "models" / f"{trial.config.key()}.onnx"
+    names = {n.name for n in onnx.load(str(measured)).graph.node}
+    assert "h0_smooth_quant" in names  # the fp32 Mul before q/k/v (h0 also feeds the residual Add)
+    exported = write_export(export_trial(load_results(path), trial=trial.number), block_dir / "s.yaml")
+    assert "smooth_quant_alpha" in exported.read_text()
+    quantuna.apply(exported, block_dir / "tiny_transformer.onnx", out=block_dir / "s.onnx")
+    assert file_sha256(block_dir / "s.onnx") == trial.model_sha256

@@ -31,6 +31,7 @@ from quantuna.data import Batch, Dataset
 from quantuna.ort._capture import captured
 from quantuna.ort.calib_memory import PeakMemory
 from quantuna.ort.options import calibrator_options, quantizable_op_types
+from quantuna.ort.smooth import SCALES_KEY, smooth_model
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: non-finite activations clipped (ranges made before were [-inf, x])
@@ -91,6 +92,14 @@ def compute_ranges(
     data = calibration.head(config.calibration_size)
     reader = _Reader(data.equal_batches(batch_size))
     with tempfile.TemporaryDirectory(prefix="quantuna-calib-") as tmp:
+        scales = None
+        if config.smooth_quant:  # the ranges of the smoothed model, its scales kept beside them
+            import onnx
+
+            smoothed, scales = smooth_model(model_path, float(config.smooth_quant_alpha or 0.5),
+                                            data.equal_batches(batch_size))
+            model_path = Path(tmp) / "smoothed.onnx"
+            onnx.save(smoothed, str(model_path))
         calibrator = create_calibrator(
             model_path,
             list(op_types),
@@ -106,6 +115,8 @@ def compute_ranges(
         staged = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, staged)
         payload = staged.read_bytes()
+        if scales is not None:
+            payload = json.dumps({**json.loads(payload), SCALES_KEY: scales}).encode()
     # the checksum first: whoever sees the entry sees its checksum
     atomic_write(_checksum_path(out), hashlib.sha256(payload).hexdigest() + "\n")
     atomic_write(out, payload)

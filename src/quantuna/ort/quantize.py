@@ -5,8 +5,10 @@ The option spellings come from :mod:`quantuna.ort.options`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from quantuna.config import QuantConfig
@@ -15,6 +17,7 @@ from quantuna.model import ModelInfo
 from quantuna.ort._capture import captured
 from quantuna.ort.fuse import fused_model
 from quantuna.ort.options import quantizer_kwargs, static_kwargs
+from quantuna.ort.smooth import SCALES_KEY, apply_smoothing
 from quantuna.ort.weight_only import quantize_weight_only
 
 
@@ -63,14 +66,18 @@ def quantize(
     if config.approach == "static" and ranges is None:
         raise TrialError("static quantization needs calibrated ranges")
     try:
-        with captured("quantize"):
+        with captured("quantize"), tempfile.TemporaryDirectory(prefix="quantuna-q-") as tmp:
             if config.approach == "weight_only":
                 quantize_weight_only(model.path, staged, config, excluded)
             elif config.approach == "dynamic":
                 quantize_dynamic(model.path, staged, **common)
             else:
+                source = model.path
+                if config.smooth_quant:
+                    assert ranges is not None
+                    source = _smoothed(model.path, ranges, Path(tmp), common["nodes_to_exclude"])
                 quantize_static(
-                    model.path, staged, calibration_data_reader=None,
+                    source, staged, calibration_data_reader=None,
                     calibration_cache_path=ranges, **static_kwargs(config), **common,
                 )
         os.replace(staged, out)
@@ -78,3 +85,18 @@ def quantize(
         staged.unlink(missing_ok=True)
         raise TrialError(f"onnxruntime cannot quantize {config.summary()}: {exc}") from exc
     return out
+
+
+def _smoothed(source: Path, ranges: Path, tmp: Path, excluded: list[str]) -> Path:
+    """``source`` smoothed by the SmoothQuant scales of its range file, written under ``tmp``;
+    the inserted ``Mul`` nodes are added to ``excluded`` (they stay fp32)."""
+    import onnx
+
+    scales = json.loads(ranges.read_text(encoding="utf-8")).get(SCALES_KEY)
+    if scales is None:
+        raise TrialError(f"{ranges.name} holds no SmoothQuant scales (calibrated without it)")
+    smoothed, muls = apply_smoothing(onnx.load(str(source)), scales)
+    excluded.extend(muls)
+    path = tmp / "smoothed.onnx"
+    onnx.save(smoothed, str(path))
+    return path
