@@ -7,10 +7,12 @@ and transformers once, see ``studies/bert_like.py``), side by side in one run:
 - plain ``onnxruntime.quantization.quantize_dynamic`` on MatMul (the default optimum-style recipe);
 - quantuna's best feasible pick after a ``--trials`` study of the spec's space (export's rule);
 - weight-only int4 (MatMulNBits, RTN, symmetric) at its best block size of 32, 64, 128 (highest
-  agreement, then lowest latency).
+  agreement, then lowest latency);
+- static QDQ int8 on MatMul without and with SmoothQuant (``smooth_quant_alpha`` 0.5).
 
 Per row: latency at batch 1, one thread, timed round-robin (``--rounds`` rounds, ~0.3 s per model
-per round) so a slow spell of the shared machine hits every model, as a ratio to fp32's median;
+per round, the order rotating) so a slow spell of the shared machine hits every model: the median
+of the per-round ratios to fp32 and to plain quantize_dynamic, each with a 95 % interval;
 file size; the bytes of the MatMul weights; top-1 agreement and mean cosine of the logits with
 fp32 on the 128 seeded evaluation sentences.
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SPEC = C.STUDIES / "bert_like.yaml"
+DYNAMIC = "quantize_dynamic (MatMul)"
 MATMUL_OPS = {"MatMul", "MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul", "Attention",
               "QAttention", "DynamicQuantizeLinear", "DequantizeLinear"}
 
@@ -67,7 +70,8 @@ def _quality(logits: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return agreement, float(cos.mean())
 
 
-def _time(paths: dict[str, Path], x: dict, rounds: int) -> dict[str, list[float]]:
+def _time(paths: dict[str, Path], x: dict, rounds: int) -> dict[str, np.ndarray]:
+    """Per round, each model's median over a block of ~0.3 s of runs; the order rotates."""
     sessions = {name: _session(p) for name, p in paths.items()}
     per_round = {}
     for name, s in sessions.items():
@@ -76,14 +80,46 @@ def _time(paths: dict[str, Path], x: dict, rounds: int) -> dict[str, list[float]
         start = time.perf_counter()
         s.run(None, x)
         per_round[name] = max(3, int(0.3 / (time.perf_counter() - start)))
-    runs: dict[str, list[float]] = {name: [] for name in sessions}
+    medians: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
     for _ in range(rounds):
-        for name, s in sessions.items():
+        order = order[1:] + order[:1]
+        for name in order:
+            runs = []
             for _ in range(per_round[name]):
                 start = time.perf_counter()
-                s.run(None, x)
-                runs[name].append(time.perf_counter() - start)
-    return runs
+                sessions[name].run(None, x)
+                runs.append(time.perf_counter() - start)
+            medians[name].append(float(np.median(runs)))
+    return {name: np.array(v) for name, v in medians.items()}
+
+
+def _ratio(model: np.ndarray, reference: np.ndarray) -> str:
+    """The median of the per-round ratios with its 95 % interval (a seeded bootstrap)."""
+    ratios = model / reference
+    index = np.random.default_rng(0).integers(0, len(ratios), (2000, len(ratios)))
+    low, high = np.percentile(np.median(ratios[index], axis=1), [2.5, 97.5])
+    return f"{np.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _static(info: Any, tmp: Path, alpha: float | None) -> tuple[str, Path]:
+    """Static QDQ U8S8 MinMax per-tensor on MatMul, with SmoothQuant at ``alpha`` or without."""
+    import bert_like as B
+
+    from quantuna.config import QuantConfig
+    from quantuna.data import Dataset
+    from quantuna.ort.calibrate import compute_ranges
+    from quantuna.ort.quantize import quantize
+
+    config = QuantConfig(approach="static", quant_format="QDQ", types="U8S8", per_channel=False,
+                         reduce_range=False, activation_symmetric=False, weight_symmetric=True,
+                         calibrate_method="MinMax", calibration_size=32, op_types=("MatMul",),
+                         smooth_quant=alpha is not None, smooth_quant_alpha=alpha)
+    batches = B.calibration()
+    data = Dataset({k: np.concatenate([b[k] for b in batches]) for k in batches[0]}, None, "bert-like")
+    ranges = tmp / f"ranges-{alpha}.json"
+    compute_ranges(info.path, config, data, B.BATCH, ranges, op_types=config.op_types)
+    return config.summary(), quantize(info, config, tmp / f"static-{alpha}.onnx", ranges=ranges)
 
 
 def _quantuna_pick(tmp: Path, trials: int) -> Any:
@@ -118,8 +154,8 @@ def main() -> None:
     x = {k: v[:1] for k, v in batches[0][0].items()}
     with C.scratch("transformers-") as tmp:
         paths = {"fp32": model}
-        paths["quantize_dynamic (MatMul)"] = tmp / "dynamic.onnx"
-        quantize_dynamic(model, paths["quantize_dynamic (MatMul)"], op_types_to_quantize=["MatMul"],
+        paths[DYNAMIC] = tmp / "dynamic.onnx"
+        quantize_dynamic(model, paths[DYNAMIC], op_types_to_quantize=["MatMul"],
                          weight_type=QuantType.QInt8)
         pick = _quantuna_pick(tmp, args.trials)
         paths[f"quantuna pick: {pick.summary()}"] = quantize(info, pick, tmp / "pick.onnx")
@@ -135,30 +171,36 @@ def main() -> None:
                 best = (agreement, block, path)
         assert best is not None
         paths[f"weight-only int4 RTN b{best[1]} acc4"] = best[2]
+        for alpha in (None, 0.5):
+            name, path = _static(info, tmp, alpha)
+            paths[name] = path
         runs = _time(paths, x, args.rounds)
         rows = []
-        base = float(np.median(runs["fp32"]))
         base_w = matmul_weight_bytes(model)
         for name, path in paths.items():
             lat = float(np.median(runs[name]))
             agreement, cos = _quality(_logits(path, batches), ref)
             weights = matmul_weight_bytes(path)
             size = path.stat().st_size
-            C.say(f"{name}: {lat * 1e3:.2f} ms ({lat / base:.2f}x fp32), {size / 2**20:.1f} MiB, "
-                  f"MatMul weights {base_w / max(weights, 1):.1f}x smaller, agreement {agreement:.3f}, "
-                  f"cosine {cos:.4f}")
-            rows.append([name, f"{lat * 1e3:.2f}", f"**{lat / base:.2f}**", f"{size / 2**20:.1f}",
+            to_fp32, to_dynamic = _ratio(runs[name], runs["fp32"]), _ratio(runs[name], runs[DYNAMIC])
+            C.say(f"{name}: {lat * 1e3:.2f} ms ({to_fp32} x fp32, {to_dynamic} x quantize_dynamic), "
+                  f"{size / 2**20:.1f} MiB, MatMul weights {base_w / max(weights, 1):.1f}x smaller, "
+                  f"agreement {agreement:.3f}, cosine {cos:.4f}")
+            rows.append([name, f"{lat * 1e3:.2f}", f"**{to_fp32}**", to_dynamic, f"{size / 2**20:.1f}",
                          f"{base_w / max(weights, 1):.1f}x", f"{agreement:.3f}", f"{cos:.4f}"])
     body = (
         "BERT-like classifier (`studies/bert_like.yaml`: 4 layers, hidden 256, seeded weights), "
         f"batch 1 (sequence {x['input_ids'].shape[1]}), one intra-op thread, {args.rounds} "
-        "round-robin rounds; latency ratio = median / fp32's median in the same run; agreement and "
-        "cosine against fp32's logits on 128 seeded sentences. quantuna's pick: export's weighted "
-        f"rule after {args.trials} trials of the spec's space. Targets (issue 12): a feasible pick at "
-        "least as fast as plain quantize_dynamic with better agreement and >= 1.5x faster than fp32; "
-        "int4 weight-only >= 5x smaller in its MatMul weights.\n\n"
-        + C.table(["model", "median ms", "latency / fp32", "MiB", "MatMul weights smaller",
-                   "agreement", "cosine"], rows)
+        "round-robin rounds (the order rotates; each model's median over a ~0.3 s block per round); "
+        "latency ratios = median of the per-round ratios to fp32 and to plain quantize_dynamic, "
+        "[95 % bootstrap interval]; agreement and cosine against fp32's logits on 128 seeded "
+        f"sentences. quantuna's pick: export's weighted rule after {args.trials} trials of the "
+        "spec's space. Static rows: QDQ U8S8 MinMax per-tensor on MatMul, calibrated on the spec's "
+        "32 sentences, without and with SmoothQuant (alpha 0.5). Targets (issue 12): a feasible "
+        "pick at least as fast as plain quantize_dynamic with better agreement and >= 1.5x faster "
+        "than fp32 (ratio <= 0.67); int4 weight-only >= 5x smaller in its MatMul weights.\n\n"
+        + C.table(["model", "median ms", "latency / fp32", "latency / quantize_dynamic", "MiB",
+                   "MatMul weights smaller", "agreement", "cosine"], rows)
     )
     C.update_results("transformers", "7. Transformers: dynamic, quantuna's pick, int4 weight-only", body)
 
