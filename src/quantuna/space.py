@@ -2,7 +2,8 @@
 
 The space is conditional: when every op type is fp32 the trial is the fp32 model and asks for no
 other knob; dynamic quantization asks for no calibration knob; ``percentile`` is asked only for
-``Percentile`` calibration. Combinations onnxruntime rejects are never offered (dynamic
+``Percentile`` calibration, ``smooth_quant_alpha`` only for static trials with
+``smooth_quant`` on. Combinations onnxruntime rejects are never offered (dynamic
 quantization has uint8 activations only, so ``S8S8`` is not a dynamic choice).
 """
 

@@ -139,3 +139,17 @@ def test_smooth_quant_is_a_static_knob_recorded_in_the_config() -> None:
     dynamic = {"approach": "dynamic", "types": "U8S8", "op_types": ["MatMul"], "smooth_quant": True}
     with pytest.raises(SpecError, match="smooth_quant: applies to static quantization only"):
         QuantConfig.from_dict(dynamic)
+
+
+def test_a_graph_input_fed_straight_into_matmuls_is_smoothed_by_an_inserted_mul(tmp_path: Path) -> None:
+    model = onnx.load(str(_outlier_model(tmp_path / "m.onnx", pre_norm=False)))
+    for node in model.graph.node[1:3]:
+        node.input[0] = "x"  # the MatMuls read the graph input itself
+    del model.graph.node[0]
+    onnx.save(model, str(tmp_path / "input.onnx"))
+    x = np.random.default_rng(1).normal(size=(16, HIDDEN)).astype(np.float32)
+    x[:, 0] *= 40.0
+    smoothed, scales = smooth_model(tmp_path / "input.onnx", 0.5, [{"x": x}])
+    assert set(scales) == {"x"} and [n.name for n in smoothed.graph.node][0] == "x_smooth_quant"
+    np.testing.assert_allclose(_run(smoothed, {"x": x}), _run(tmp_path / "input.onnx", {"x": x}),
+                               atol=1e-4, rtol=1e-4)

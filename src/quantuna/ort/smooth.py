@@ -123,15 +123,20 @@ def activation_maxima(model_path: Any, tensors: Iterable[str],
     from quantuna.ort.options import session_options
 
     model = onnx.load(str(model_path))
-    names = [t for t in tensors if t not in {o.name for o in model.graph.output}]
-    for name in names:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(name, _FLOAT, None))
+    tensors = list(tensors)
+    fed = [t for t in tensors if t in {i.name for i in model.graph.input}]  # read off the batch
+    outputs = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in outputs and name not in fed:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, _FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), session_options(0),
                                    providers=["CPUExecutionProvider"])
-    wanted = [o.name for o in model.graph.output if o.name in set(tensors)]
+    wanted = [t for t in tensors if t not in fed]
     maxima: dict[str, np.ndarray] = {}
     for batch in batches:
-        for name, value in zip(wanted, session.run(wanted, dict(batch)), strict=True):
+        run = session.run(wanted, dict(batch)) if wanted else []  # [] would run every output
+        values = [*run, *(batch[name] for name in fed)]
+        for name, value in zip([*wanted, *fed], values, strict=True):
             flat = np.abs(np.asarray(value, np.float64)).reshape(-1, np.shape(value)[-1])
             flat = np.where(np.isfinite(flat), flat, 0.0).max(axis=0)
             maxima[name] = flat if name not in maxima else np.maximum(maxima[name], flat)
