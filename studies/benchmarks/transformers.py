@@ -56,6 +56,8 @@ def matmul_weight_bytes(path: Path) -> int:
     model = onnx.load(str(path))
     sizes = {i.name: len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
     names = {t for n in model.graph.node if n.op_type in MATMUL_OPS for t in n.input[1:]}
+    # QDQ: the int8 weight is the first input of its DequantizeLinear (activations are no initializers)
+    names |= {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     return sum(sizes[n] for n in names if n in sizes)
 
 
