@@ -187,6 +187,45 @@ class Clock:
         self.last = now
 
 
+def one_thread_session(path: Path) -> Any:
+    """An onnxruntime session of ``path`` on one intra-op thread, sequential, quiet: how the
+    raw-onnxruntime benchmarks time a model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def round_robin(sessions: dict[str, Any], feed: dict[str, Any], rounds: int, *,
+                block_seconds: float, min_runs: int) -> dict[str, list[list[float]]]:
+    """Time every session in ``rounds`` rounds, the order rotating each round; per round a block
+    of about ``block_seconds`` of runs (at least ``min_runs``) per model, sized from one run after
+    5 warm-up runs. Returns each model's run seconds, one list per round."""
+    per_round = {}
+    for name, s in sessions.items():
+        for _ in range(5):
+            s.run(None, feed)
+        start = time.perf_counter()
+        s.run(None, feed)
+        per_round[name] = max(min_runs, int(block_seconds / (time.perf_counter() - start)))
+    times: dict[str, list[list[float]]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for _ in range(rounds):
+        order = order[1:] + order[:1]
+        for name in order:
+            runs = []
+            for _ in range(per_round[name]):
+                start = time.perf_counter()
+                sessions[name].run(None, feed)
+                runs.append(time.perf_counter() - start)
+            times[name].append(runs)
+    return times
+
+
 def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 

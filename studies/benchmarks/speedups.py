@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import io
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +59,6 @@ def _quantize(model: Path, out: Path, variant: tuple, batches: list) -> None:
         )
 
 
-def _session(path: Path):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -87,21 +75,9 @@ def main() -> None:
         for name, variant in VARIANTS.items():
             paths[name] = tmp / (name.replace(" ", "_") + ".onnx")
             _quantize(model, paths[name], variant, batches)
-        sessions = {name: _session(p) for name, p in paths.items()}
-        per_round = {}
-        for name, s in sessions.items():
-            for _ in range(5):
-                s.run(None, x)
-            start = time.perf_counter()
-            s.run(None, x)
-            per_round[name] = max(2, int(0.4 / (time.perf_counter() - start)))
-        runs: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, s in sessions.items():
-                for _ in range(per_round[name]):
-                    start = time.perf_counter()
-                    s.run(None, x)
-                    runs[name].append(time.perf_counter() - start)
+        sessions = {name: C.one_thread_session(p) for name, p in paths.items()}
+        times = C.round_robin(sessions, x, args.rounds, block_seconds=0.4, min_runs=2)
+        runs = {name: [t for r in per for t in r] for name, per in times.items()}
         sizes = {name: p.stat().st_size for name, p in paths.items()}
     base = float(np.median(runs["fp32"]))
     rows = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,6 @@ SPEC = C.STUDIES / "bert_like.yaml"
 DYNAMIC = "quantize_dynamic (MatMul)"
 MATMUL_OPS = {"MatMul", "MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul", "Attention",
               "QAttention", "DynamicQuantizeLinear", "DequantizeLinear"}
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def matmul_weight_bytes(path: Path) -> int:
@@ -62,7 +50,7 @@ def matmul_weight_bytes(path: Path) -> int:
 
 
 def _logits(path: Path, batches: list) -> np.ndarray:
-    session = _session(path)
+    session = C.one_thread_session(path)
     return np.concatenate([session.run(None, x)[0] for x, _ in batches])
 
 
@@ -74,26 +62,9 @@ def _quality(logits: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 def _time(paths: dict[str, Path], x: dict, rounds: int) -> dict[str, np.ndarray]:
     """Per round, each model's median over a block of ~0.3 s of runs; the order rotates."""
-    sessions = {name: _session(p) for name, p in paths.items()}
-    per_round = {}
-    for name, s in sessions.items():
-        for _ in range(5):
-            s.run(None, x)
-        start = time.perf_counter()
-        s.run(None, x)
-        per_round[name] = max(3, int(0.3 / (time.perf_counter() - start)))
-    medians: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for _ in range(rounds):
-        order = order[1:] + order[:1]
-        for name in order:
-            runs = []
-            for _ in range(per_round[name]):
-                start = time.perf_counter()
-                sessions[name].run(None, x)
-                runs.append(time.perf_counter() - start)
-            medians[name].append(float(np.median(runs)))
-    return {name: np.array(v) for name, v in medians.items()}
+    sessions = {name: C.one_thread_session(p) for name, p in paths.items()}
+    times = C.round_robin(sessions, x, rounds, block_seconds=0.3, min_runs=3)
+    return {name: np.array([float(np.median(r)) for r in per]) for name, per in times.items()}
 
 
 def _ratio(model: np.ndarray, reference: np.ndarray) -> str:
