@@ -132,12 +132,9 @@ def build(path: str | os.PathLike[str] = MODEL_PATH) -> Path:
 
 def ensure_model(path: str | os.PathLike[str] = MODEL_PATH) -> Path:
     """The model at ``path``, built first if missing (under quantuna's build lock)."""
-    path = Path(path)
-    if not path.is_file():
-        from quantuna.model import build_model
+    from quantuna.model import build_model
 
-        build_model(path, f"{Path(__file__).resolve()}:build", where=str(path))
-    return path
+    return build_model(Path(path), f"{Path(__file__).resolve()}:build", where=str(path))
 
 
 def fp32_logits(path: str | os.PathLike[str], tokens: dict[str, np.ndarray], seed: int) -> np.ndarray:

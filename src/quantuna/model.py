@@ -121,19 +121,20 @@ def _subgraph_op_types(graph: onnx.GraphProto) -> set[str]:
     return found
 
 
-def build_model(path: Path, build: str, *, where: str) -> None:
-    """Build a model on first use: ``build(tmp)`` writes it, then it is renamed to ``path``.
+def build_model(path: Path, build: str, *, where: str) -> Path:
+    """Build a model on first use: ``build(tmp)`` writes it, then it is renamed to ``path``
+    (returned).
 
     Once, under a file lock (kept in the per-user lock folder: a failing build leaves nothing
     beside the model); a half-built file never appears at ``path``.
     """
     if path.is_file():
-        return
+        return path
     builder = import_reference(build, where=where)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path):
         if path.is_file():
-            return
+            return path
         staged = path.with_name(f".{path.stem}.{os.getpid()}.building{path.suffix}")
         try:
             with phase(f"building {path.name} with {build} (once)"):
@@ -146,3 +147,4 @@ def build_model(path: Path, build: str, *, where: str) -> None:
             staged.unlink(missing_ok=True)
     if not path.is_file():
         raise SpecError(f"{where}: {build} did not write the file it was given (for {path})")
+    return path
