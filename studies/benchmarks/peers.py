@@ -47,7 +47,7 @@ import _common as C  # noqa: E402
 import _peer_drivers as D  # noqa: E402
 
 VENVS = Path.home() / ".cache" / "quantuna" / "peers"
-PACKAGES = {"nncf": ["nncf", "onnxruntime"],
+PACKAGES = {"nncf": ["nncf", "onnx", "onnxruntime"],  # nncf does not require onnx itself
             "inc": ["neural-compressor==2.6", "onnx<1.17", "six", "onnxruntime"]}
 NAMES = {"nncf": "NNCF", "inc": "Neural Compressor 2.6"}
 CASES = ("digits", "broken", "outliers")
