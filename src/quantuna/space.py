@@ -62,6 +62,7 @@ class SearchSpace:
         self._where = where
         self.notes: list[str] = []
         self._distinct: list[tuple[dict[str, Any], QuantConfig]] | None = None
+        self._usable_memo: dict[tuple[str, tuple[str, ...]], dict[str, tuple[str, ...]]] = {}
         self.fused_op_knobs = self._fused_knobs(space, fused, where)
         fused_ops = set(fused.op_types) if fused is not None else set()
         all_ops = set(model.op_types) | set(model.subgraph_op_types)
@@ -117,6 +118,15 @@ class SearchSpace:
         if op in self._model.subgraph_op_types:
             return mode == "dynamic" and self._in_registry(mode, op)
         return self._in_registry(mode, op)
+
+    def _usable_by_mode(self, graph: str, quantized: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """:meth:`_usable` for each mode, kept per (graph, op types): enumerating the space
+        builds thousands of configs from a handful of op-type choices."""
+        known = self._usable_memo.get((graph, quantized))
+        if known is None:
+            known = self._usable_memo[(graph, quantized)] = {
+                m: self._usable(m, quantized) for m in self._modes(graph)}
+        return known
 
     def _usable(self, mode: str, quantized: Sequence[str]) -> tuple[str, ...]:
         """The op types of ``quantized`` that ``mode`` quantizes; none when all of them only
@@ -196,7 +206,7 @@ class SearchSpace:
             for node, op in self.sensitive
             if op in quantized and pick(f"node.{node}", ["int8", "fp32"]) == "fp32"
         )
-        usable = {m: self._usable(m, quantized) for m in self._modes(graph)}
+        usable = self._usable_by_mode(graph, quantized)
         approaches = [a for a in s.approach
                       if any(usable.get(m) for m in (s.quant_format if a == "static" else [a]))]
         if not approaches:

@@ -263,12 +263,10 @@ def _enqueue_warm_start(study: optuna.Study, session: Session, budget: int | Non
     wanted = list(dict.fromkeys(warm_start_configs(session, fallback, spread=spread)))
     if spread:
         wanted = wanted[:budget]
-    found: dict[QuantConfig, dict[str, object]] = {}
-    for params, config in session.space.enumerate():
-        if config in wanted and config not in found:
-            found[config] = params
-            if len(found) == len(wanted):
-                break
+    # the space's distinct configs, enumerated once: the distinct-config guard compares its
+    # repeats with the same list (it would enumerate the space again in the first trials)
+    keys = {config.key() for config in wanted}
+    found = {config.key(): params for params, config in session.space.distinct() if config.key() in keys}
     for config in wanted:
-        if config in found:
-            study.enqueue_trial(found[config], skip_if_exists=True)
+        if config.key() in found:
+            study.enqueue_trial(found[config.key()], skip_if_exists=True)
