@@ -201,3 +201,69 @@ def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp
     study.ask()  # the next trial reads again, and sees the one just finished
     reads.clear()
     assert len(_compat.trials_of_this_trial(study, (TrialState.COMPLETE,))) == 2 and len(reads) == 1
+
+
+def test_a_new_trials_shared_read_starts_from_its_asks_read(tmp_path: Any) -> None:
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}")
+    study.tell(study.ask(), 1.0)
+    study.enqueue_trial({"x": 1})
+    storage = _compat.study_storage(study)
+    reads: list[int] = []
+    real = storage.get_all_trials
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    trial = study.ask()  # pops the waiting trial: its read is the cache's
+    frozen = storage.get_trial(_compat.trial_id(trial))
+    storage.get_all_trials = counted  # type: ignore[method-assign]
+    _compat.prime_trial_read(study, frozen)
+    running = _compat.trials_of_this_trial(study, (TrialState.RUNNING,))
+    done = _compat.trials_of_this_trial(study, (TrialState.COMPLETE,))
+    assert reads == []  # no storage read
+    assert [t.number for t in running] == [trial.number] and [t.number for t in done] == [0]
+    assert running[0].state == TrialState.RUNNING  # the popped trial as it is now, not WAITING
+    bracket = optuna.create_study(pruner=optuna.pruners.HyperbandPruner())
+    _compat.prime_trial_read(bracket, frozen)  # another storage: a no-op, no error
+
+
+def test_a_claims_read_becomes_the_trials_shared_read(study: optuna.Study) -> None:
+    from optuna.trial import TrialState
+
+    study.tell(study.ask(), 1.0)
+    study.ask()
+    fresh = study.get_trials(deepcopy=False)
+    _compat.share_trial_read(study, fresh)
+    assert _compat.trials_of_this_trial(study, tuple(TrialState)) == fresh
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_set_attrs_now_writes_user_and_system_attrs_and_the_pending_params(tmp_path: Any, kind: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'n.db'}" if kind == "sqlite" else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with _compat.deferred_user_attrs(trial):
+        trial.suggest_categorical("types", ["U8S8", "S8S8"])
+        _compat.set_attrs_now(trial, {"config_key": "k"}, {"claim": {"ticket": 0}})
+        stored = study.get_trials()[0]  # while the trial runs: what other workers read
+        assert stored.user_attrs == {"config_key": "k"} and stored.system_attrs["claim"] == {"ticket": 0}
+        assert stored.params == trial.params
+        assert trial.user_attrs == {"config_key": "k"}  # the live trial sees it too
+
+
+def test_the_rdb_count_is_one_statement_and_none_elsewhere(tmp_path: Any, study: optuna.Study) -> None:
+    from optuna.trial import TrialState
+
+    rdb = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}")
+    rdb.tell(rdb.ask(), 1.0)
+    failed = rdb.ask()
+    failed.set_user_attr("why", "x")
+    rdb.tell(failed, state=TrialState.FAIL)
+    rdb.tell(rdb.ask(), state=TrialState.FAIL)  # no attr: not counted
+    rdb.ask()  # running: not counted
+    got = _compat.count_rdb_trials(_compat.study_storage(rdb), rdb, (TrialState.COMPLETE,), "why")
+    assert got == 2
+    assert _compat.count_rdb_trials(_compat.study_storage(study), study, (TrialState.COMPLETE,), "why") is None

@@ -20,7 +20,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, study_id, study_storage, study_view, trial_id
+from quantuna._compat import (
+    experimental_quiet,
+    set_attrs_now,
+    share_trial_read,
+    study_id,
+    study_storage,
+    study_view,
+    trial_id,
+)
 from quantuna.study.storage import heartbeat_settings
 
 POLL_SECONDS = 0.2
@@ -42,22 +50,24 @@ def enter_bakery(
 
     ``read()`` returns the registers of the *other live* contenders, each ``{"choosing": bool,
     "ticket": int}`` (ticket 0: not contending), from one consistent read of the storage;
-    ``write(register)`` stores ours. Holders release by writing ticket 0 or by going away (what
-    "live" means is the caller's: a RUNNING trial, a register that keeps beating).
+    ``write(register)`` stores ours. Holders release by writing ticket 0, not choosing, or by
+    going away (what "live" means is the caller's: a RUNNING trial, a register that keeps
+    beating).
 
     A contender still choosing counts as holding ticket 1 when the others draw theirs (a larger
-    ticket is always safe: it only queues later). So when the read after our ``choosing`` write
-    shows no other contender at all, we hold the lock as soon as our ticket (1) is written: any
-    contender that came after read our ``choosing`` or our ticket and drew a ticket above ours
-    (one storage read fewer in the common case: nobody else wants the lock).
+    ticket is always safe: it only queues later), and as ahead of them while it chooses. So when
+    the read after our ``choosing`` write shows no other contender at all, we hold the lock at
+    once and keep ``choosing`` until we release: any contender that came after read it, drew a
+    ticket above 1 and waits (one read and one write fewer in the common case: nobody else
+    wants the lock).
     """
     write({"choosing": True, "ticket": 0})
     first = read()
+    if not first:
+        return True
     ticket = 1 + max((max(int(r.get("ticket") or 0), 1 if r.get("choosing") else 0)
                       for r in first.values()), default=0)
     write({"choosing": False, "ticket": ticket})
-    if not first:
-        return True
     while True:
         others = read()
         ahead = [
@@ -177,27 +187,37 @@ def claim_measurement(
     trial: optuna.Trial,
     key: str,
     find: Callable[[optuna.Study, str, int], FrozenTrial | None],
+    *,
+    announce: dict[str, Any] | None = None,
 ) -> FrozenTrial | None:
     """A finished trial of config ``key`` to reuse, or None: this trial measures it.
 
     Two workers that draw the same config at once never both measure it: trials queue for the
     config in a bakery over their system attrs; the first measures, the others wait for its
     result (a trial that dies stops being RUNNING, its heartbeat fails it, the next one measures).
-    ``find(study, key, number)`` is the study's rule for a reusable finished trial.
+    ``find(study, key, number)`` is the study's rule for a reusable finished trial. ``announce``
+    (user attrs other workers read, such as the config key) goes in the first register's
+    transaction, with the trial's pending params: one commit fewer per trial.
     """
     me = trial.number  # no find before the queue: the one after it answers (a read fewer)
     found: list[FrozenTrial] = []
     last_sweep = [time.monotonic()]
     seen: list[optuna.Study] = []  # the study as the last read saw it: find looks there
+    pending = [announce]
 
     def write(register: dict[str, Any]) -> None:
         value = {**register, "key": key, "trial": me}
+        if pending[0] is not None:
+            set_attrs_now(trial, pending[0], {CLAIM_ATTR: value})
+            pending[0] = None
+            return
         study_storage(study).set_trial_system_attr(trial_id(trial), CLAIM_ATTR, value)
 
     def read() -> Registers:
         registers: Registers = {}
         trials = study.get_trials(deepcopy=False)
         seen[:] = [study_view(study, trials)]
+        share_trial_read(study, trials)  # the trial's later lookups read this, not the storage
         for t in (t for t in trials if t.state == TrialState.RUNNING):
             claim = t.system_attrs.get(CLAIM_ATTR)
             # retried trials inherit their predecessor's attrs: only a trial's own claim counts

@@ -33,7 +33,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from quantuna._compat import experimental_quiet, sharing_trial_read, trial_id, trials_of_this_trial
+from quantuna._compat import (
+    experimental_quiet,
+    prime_trial_read,
+    sharing_trial_read,
+    trial_id,
+    trials_of_this_trial,
+)
 from quantuna._util import import_reference
 from quantuna.config import QuantConfig
 from quantuna.errors import SpecError
@@ -195,6 +201,7 @@ class DistinctSampler(BaseSampler):
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        prime_trial_read(study, trial)  # the ask's read, not a second one
         self.base.before_trial(study, trial)
 
     def after_trial(

@@ -21,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from quantuna._compat import deferred_user_attrs, set_user_attrs
+from quantuna._compat import deferred_user_attrs, set_user_attrs, trials_of_this_trial
 from quantuna._compat import set_constraint as compat_set_constraint
 from quantuna._util import sha256_file
 from quantuna.config import QuantConfig
@@ -31,6 +31,7 @@ from quantuna.ort.int8ops import count_int8_ops
 from quantuna.ort.measure import OnProgress
 from quantuna.study import attrs
 from quantuna.study.artifacts import upload_trial_artifacts
+from quantuna.study.budget import FINISHED
 from quantuna.study.failures import failed_settings, is_blocked
 from quantuna.study.measuring import Stopped, measure_file, quantize_config
 from quantuna.study.mutex import claim_measurement
@@ -44,9 +45,13 @@ def find_measured(study: optuna.Study, key: str, number: int, *,
                   attr: str = attrs.CONFIG_KEY) -> optuna.trial.FrozenTrial | None:
     """A complete trial whose ``attr`` (the config key, or the quantized file's sha256) is
     ``key`` and that has values (measured fully or stopped early). A trial an older quantuna
-    pruned as hopeless (PRUNED, no values) is not one: its config is measured again."""
+    pruned as hopeless (PRUNED, no values) is not one: its config is measured again.
+
+    It looks in this trial's shared read (:func:`trials_of_this_trial`: the measurement claim's,
+    made just before the trial quantizes), not in a read of its own: a trial another worker
+    finished since then is missed at worst, and the file is measured again."""
     states = (optuna.trial.TrialState.COMPLETE,)
-    for t in study.get_trials(deepcopy=False, states=states):
+    for t in trials_of_this_trial(study, states):
         if t.number != number and t.user_attrs.get(attr) == key and attrs.VALUES in t.user_attrs:
             return t
     return None
@@ -106,13 +111,16 @@ def make_objective(study: optuna.Study, session: Session, baseline: dict[str, An
         "latency": session.spec.measure.performance.threads,
         "accuracy": session.spec.measure.accuracy_threads}}
 
+    feasible_seen = [False]  # once some trial is feasible, it stays so: no read to ask again
+
     def objective(trial: optuna.Trial) -> Sequence[float] | float:
         config = session.space.suggest(trial)
-        _record_config(trial, config, facts)
+        record = _config_record(config, facts)  # written with the measurement claim's first register
         seconds: dict[str, float] = {}
-        stop_at = target if _early_stop_allowed(study) else None
+        feasible_seen[0] = feasible_seen[0] or _early_stop_allowed(study)
+        stop_at = target if feasible_seen[0] else None
         values, reused, latency, stopped = _values_of(study, trial, session, config, seconds,
-                                                      target, stop_at, baseline)
+                                                      stop_at, baseline, record)
         constraint = accuracy_constraint(values["accuracy"], target, session.metric.higher_is_better)
         set_constraint(trial, constraint)
         relative = {k: _ratio(v, base_values.get(k)) for k, v in values.items()}
@@ -145,12 +153,14 @@ def _early_stop_allowed(study: optuna.Study) -> bool:
     must have its accuracy and latency, not an estimate. (fp32 meeting the target is not
     enough: the space may not hold it, or the budget may end before its warm-start trial.)
     """
-    return any(t.user_attrs.get(attrs.FEASIBLE) for t in study.get_trials(deepcopy=False))
+    return any(t.user_attrs.get(attrs.FEASIBLE) for t in trials_of_this_trial(study, FINISHED))
 
 
-def _record_config(trial: optuna.Trial, config: QuantConfig, facts: dict[str, Any]) -> None:
-    set_user_attrs(trial, {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
-                           attrs.SUMMARY: config.summary(), **facts}, now=True)  # workers read the key
+def _config_record(config: QuantConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    """The trial's config attrs, which other workers read while it runs (the key: their
+    distinct-config guard counts it as taken)."""
+    return {attrs.CONFIG: config.to_dict(), attrs.CONFIG_KEY: config.key(),
+            attrs.SUMMARY: config.summary(), **facts}
 
 
 def _record_named(trial: optuna.Trial, session: Session, values: dict[str, float],
@@ -191,18 +201,22 @@ def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial, seconds: dic
 
 
 def _values_of(study: optuna.Study, trial: optuna.Trial, session: Session, config: QuantConfig,
-               seconds: dict[str, float], target: float, stop_at: float | None,
-               baseline: dict[str, Any]) -> Answer:
+               seconds: dict[str, float], stop_at: float | None,
+               baseline: dict[str, Any], record: dict[str, Any]) -> Answer:
     """The trial's objective values, where they came from (None: measured now), its latency.
+
+    ``record`` (the config attrs) is written at once: with the measurement claim's first
+    register (one transaction), or alone for the fp32 config, which claims nothing.
 
     Reused, in this order: the baseline for the fp32 config; the values of a trial with the same
     config; the baseline for a quantized file with no int8 op (it *is* the fp32 model); the
     values of a trial whose quantized file has the same bytes.
     """
     if config.is_fp32:
+        set_user_attrs(trial, record, now=True)
         trial.set_user_attr(attrs.MODEL_SHA256, session.model.sha256)
         return dict(baseline["values"]), "baseline", fp32_latency(baseline), None
-    previous = claim_measurement(study, trial, config.key(), find_measured)
+    previous = claim_measurement(study, trial, config.key(), find_measured, announce=record)
     if previous is not None:
         return _reuse(trial, previous, seconds, baseline)
     for failed in failed_settings(study):
