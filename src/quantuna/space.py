@@ -288,6 +288,24 @@ class SearchSpace:
 
         return params, self.build(choose), branch
 
+    def params_for(self, config: QuantConfig, *, search: bool = True) -> dict[str, Any] | None:
+        """The Optuna params that produce ``config`` (for ``enqueue_trial``), None when it is
+        not in the space: found by building it once, each knob asked for the config's own value
+        (a config whose values do not rebuild it, such as one whose op types the build drops,
+        is searched for in the space's configs, unless ``search`` is False)."""
+        params: dict[str, Any] = {}
+
+        def choose(name: str, values: Sequence[Any]) -> Any:
+            value = _value_of(config, name)
+            params[name] = value if value in values else values[0]
+            return params[name]
+
+        if self.build(choose) == config:
+            return params
+        if not search:
+            return None
+        return next((p for p, candidate in self.enumerate() if candidate == config), None)
+
     def distinct(self) -> list[tuple[dict[str, Any], QuantConfig]]:
         """The (params, config) of each distinct config of the space, the first params that make
         it; enumerated once per space (a space never changes), then a copy of that list."""
@@ -331,16 +349,24 @@ class SearchSpace:
         rows += [(f"node.{node}", ["int8", "fp32"]) for node, _ in self.sensitive]
         return rows
 
-    def params_for(self, config: QuantConfig) -> dict[str, Any] | None:
-        """The Optuna params that produce ``config`` (for ``enqueue_trial``), if it is in the space."""
-        for params, candidate in self.enumerate():
-            if candidate == config:
-                return params
-        return None
-
     def default_int8(self) -> QuantConfig | None:
         """The first config that quantizes every op type with a knob (a warm start)."""
         for _, config in self.enumerate():
             if not config.is_fp32 and set(config.op_types) == set(self.op_knobs):
                 return config
         return None
+
+
+def _value_of(config: QuantConfig, knob: str) -> Any:
+    """The value of ``knob`` (a param name of :meth:`SearchSpace.build`) that ``config`` has."""
+    if knob.startswith("op."):
+        return "int8" if knob[3:] in config.op_types else "fp32"
+    if knob.startswith("node."):
+        return "fp32" if knob[5:] in config.exclude_nodes else "int8"
+    if knob == "graph_optimization":
+        return config.graph_optimization or "none"
+    if knob == "dynamic_types":
+        return config.types
+    if knob == "smooth_quant":
+        return bool(config.smooth_quant)
+    return getattr(config, knob, None)

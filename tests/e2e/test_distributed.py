@@ -352,7 +352,7 @@ def test_the_study_mutex_excludes_across_processes(tmp_path: Path) -> None:
 
 
 def test_worker_seeds_keep_the_spec_seed_for_the_first_worker() -> None:
-    from quantuna.study.sampler import worker_seed
+    from quantuna.study.worker_sampler import worker_seed
 
     assert worker_seed(0, 0) == 0 and worker_seed(None, 5) is None
     seeds = {worker_seed(0, n) for n in range(1, 50)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -88,3 +89,21 @@ def test_the_default_space_offers_an_outlier_resistant_calibration(tiny_dir: Pat
     assert "MovingAverage" in SpaceSection().calibrate_method
     methods = {c.calibrate_method for _, c in _space(tiny_dir).enumerate() if c.approach == "static"}
     assert {"MinMax", "MovingAverage"} <= methods
+
+
+def test_params_for_builds_a_config_once_without_enumerating_the_space(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = _space(tiny_dir, approach=["static", "dynamic"], per_channel=[False, True])
+    configs = space.distinct_configs()
+
+    def no_enumeration() -> None:
+        raise AssertionError("the space was enumerated")
+
+    monkeypatch.setattr(space, "enumerate", no_enumeration)
+    direct = [space.params_for(c, search=False) for c in configs]
+    assert all(p is not None for p in direct)  # every config of this space rebuilds from its values
+    for params, config in zip(direct, configs):
+        assert space.suggest(optuna.trial.FixedTrial(params)) == config
+    outside = replace(configs[-1], calibration_size=12345)
+    assert space.params_for(outside, search=False) is None  # not in the space

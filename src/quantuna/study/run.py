@@ -29,11 +29,12 @@ from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
 from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import Interrupt
-from quantuna.study.sampler import DistinctSampler, WorkerSampler, make_sampler
+from quantuna.study.sampler import DistinctSampler, make_sampler
 from quantuna.study.sensitivity import enqueue_warm_start, ensure_sensitivity
 from quantuna.study.session import Session, prepare
 from quantuna.study.storage import make_storage, require_existing, sqlite_file
 from quantuna.study.trial import make_objective
+from quantuna.study.worker_sampler import WorkerSampler
 
 logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]

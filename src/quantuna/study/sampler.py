@@ -8,19 +8,21 @@ spends a trial of the budget. This wrapper draws each trial's whole configuratio
 ``sample_independent`` for the knobs it left), once; when the proposal is a config some other
 trial of the study already has, the trial takes the unused config nearest to it (fewest knobs
 changed; ties drawn with the seed) instead of asking the base sampler again (re-running TPE in a
-loop cost more than the digits measurements did). The space's distinct configs are enumerated
-once per space; configs of a setting that failed for this model (:mod:`quantuna.study.failures`)
-count as used. Only when the space is exhausted does a trial repeat a config. The trial's
+loop cost more than the digits measurements did). It first searches outward from the proposal,
+one knob moved at a time (the knobs a move makes the space ask for at their first value), and
+draws one of the nearest usable configs; only when none is found within a few moves does it
+compare the proposal with every distinct config of the space, enumerated once per space. Configs of a setting that failed for this model
+(:mod:`quantuna.study.failures`) count as used. Only when the space is exhausted does a trial repeat a config. The trial's
 ``suggest_categorical`` calls then return the drawn values, so the study's params, attrs and
 samplers' histories stay plain Optuna.
 
 :func:`make_sampler` builds the sampler a spec names (one of Optuna's, or a class of your own:
-:func:`user_sampler`), wrapped; :class:`WorkerSampler` seeds each worker's copy differently.
+:func:`user_sampler`), wrapped; :class:`quantuna.study.worker_sampler.WorkerSampler` seeds each
+worker's copy differently.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
 import random
@@ -49,6 +51,8 @@ from quantuna.study import attrs
 from quantuna.study.failures import failed_settings, is_blocked
 
 DEFAULT_ATTEMPTS = 1  # proposals asked of the base sampler before moving to the nearest unused config
+NEAR_MOVES = 3  # knob moves searched around a repeated proposal before the whole space is
+NEAR_BUILDS = 400  # configs built in that search, at most (~50 us each)
 
 
 class DistinctSampler(BaseSampler):
@@ -89,6 +93,7 @@ class DistinctSampler(BaseSampler):
         self._attempts = max(1, attempts)
         self._drawn: dict[int, dict[str, Any]] = {}  # trial id -> its params
         self._tables: tuple[Any, ...] | None = None  # (space, its distinct configs, their codes)
+        self._values: dict[str, list[Any]] = {}  # each knob's values, as the last proposal saw them
 
     # --- the proposal ----------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class DistinctSampler(BaseSampler):
                 dist = CategoricalDistribution(list(values))
                 value = self.base.sample_independent(study, trial, name, dist)
             params[name] = value
+            self._values[knob] = list(values)
             return value
 
         return params, self._space_of().build(choose)
@@ -155,14 +161,60 @@ class DistinctSampler(BaseSampler):
             params, config = self._propose(study, trial)
             if usable(config):
                 return params
+        proposal = {k[len(self._prefix):]: v for k, v in params.items()}
+        near = self._few_knobs_away(proposal, usable)
+        if near:
+            return {self._prefix + k: v for k, v in self._rng.choice(near).items()}
         distinct = self._table()[0]
         unused = [i for i, (_, c) in enumerate(distinct)
                   if c.key() not in taken and not is_blocked(c, failed)]
         if not unused:  # the space is exhausted: the trial repeats a config (and reuses it)
             repeats = [{self._prefix + k: v for k, v in p.items()} for p in self._unused(set(), failed)]
             return params if not repeats or params in repeats else dict(self._rng.choice(repeats))
-        proposal = {k[len(self._prefix):]: v for k, v in params.items()}
         return {self._prefix + k: v for k, v in self._nearest(proposal, unused).items()}
+
+    def _few_knobs_away(self, proposal: dict[str, Any],
+                        usable: Callable[[QuantConfig], bool]) -> list[dict[str, Any]]:
+        """The params of the usable configs fewest knob moves away from the proposal, searched
+        outward (one knob's value changed per move, the knobs a move makes the space ask for at
+        their first value) up to :data:`NEAR_MOVES` moves and :data:`NEAR_BUILDS` configs built,
+        so that a repeat needs no enumeration of the space; [] when none is found that near
+        (:meth:`_nearest` then compares the proposal with every distinct config)."""
+        seen: set[str] = set()
+        frontier = [proposal]
+        built = 0
+        for _ in range(NEAR_MOVES):
+            found: dict[str, dict[str, Any]] = {}
+            following: list[dict[str, Any]] = []
+            for start in frontier:
+                for knob, value in start.items():
+                    for other in self._values.get(knob, ()):
+                        if other == value or built >= NEAR_BUILDS:
+                            continue
+                        params, config = self._moved(start, knob, other)
+                        built += 1
+                        if params.get(knob) != other or config.key() in seen:
+                            continue
+                        seen.add(config.key())
+                        following.append(params)
+                        if usable(config):
+                            found.setdefault(config.key(), params)
+            if found:
+                return [found[key] for key in sorted(found)]
+            frontier = following
+        return []
+
+    def _moved(self, proposal: dict[str, Any], knob: str, value: Any) -> tuple[dict[str, Any], QuantConfig]:
+        """The proposal with ``knob`` set to ``value`` (its params and config), built."""
+        params: dict[str, Any] = {}
+
+        def choose(name: str, values: Sequence[Any]) -> Any:
+            self._values[name] = list(values)  # a knob the proposal did not ask can move next
+            wanted = value if name == knob else proposal.get(name, values[0])
+            params[name] = wanted if wanted in values else values[0]
+            return params[name]
+
+        return params, self._space_of().build(choose)
 
     def _nearest(self, proposal: dict[str, Any], unused: list[int]) -> dict[str, Any]:
         """The unused config (rows of :meth:`_table`) whose params differ from the proposal's in
@@ -284,67 +336,3 @@ def sampler_missing_modules(name: str | SamplerClass) -> list[str]:
     if not isinstance(name, str):
         return []
     return [m for m in SAMPLER_MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
-
-
-def worker_seed(seed: int | None, first_trial: int) -> int | None:
-    """The sampler seed of a worker whose first trial is ``first_trial`` (trial 0: ``seed``)."""
-    if seed is None or first_trial == 0:
-        return seed
-    digest = hashlib.sha256(f"quantuna-worker:{seed}:{first_trial}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-class WorkerSampler(BaseSampler):
-    """The study's sampler, built with this worker's seed when its first trial starts.
-
-    Args:
-        build: ``build(seed)`` returns the sampler the spec names.
-        seed: the spec's seed (None: unseeded).
-
-    Attributes:
-        trial_started: called with each new trial as soon as it exists in the storage.
-    """
-
-    def __init__(self, build: Callable[[int | None], BaseSampler], seed: int | None) -> None:
-        self._build = build
-        self._seed = seed
-        self._inner: BaseSampler | None = None
-        self.trial_started: list[Callable[[FrozenTrial], None]] = []
-
-    def _sampler(self, first_trial: int = 0) -> BaseSampler:
-        if self._inner is None:
-            with experimental_quiet():  # the spec chose its sampler's experimental options
-                self._inner = self._build(worker_seed(self._seed, first_trial))
-        return self._inner
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        for hook in self.trial_started:
-            hook(trial)
-        self._sampler(trial.number).before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-        return self._sampler(trial.number).infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
-    ) -> dict[str, Any]:
-        return self._sampler(trial.number).sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
-    ) -> Any:
-        return self._sampler(trial.number).sample_independent(
-            study, trial, param_name, param_distribution
-        )
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self._sampler(trial.number).after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._sampler().reseed_rng()

@@ -263,10 +263,14 @@ def _enqueue_warm_start(study: optuna.Study, session: Session, budget: int | Non
     wanted = list(dict.fromkeys(warm_start_configs(session, fallback, spread=spread)))
     if spread:
         wanted = wanted[:budget]
-    # the space's distinct configs, enumerated once: the distinct-config guard compares its
-    # repeats with the same list (it would enumerate the space again in the first trials)
-    keys = {config.key() for config in wanted}
-    found = {config.key(): params for params, config in session.space.distinct() if config.key() in keys}
+    # each config's params by building it once (enumerating the space to find them took most of
+    # the time before the first trial on large spaces); the space's configs are searched once,
+    # for the configs their own values do not rebuild
+    found = {config.key(): session.space.params_for(config, search=False) for config in wanted}
+    missing = {key for key, params in found.items() if params is None}
+    if missing:
+        found.update({c.key(): p for p, c in session.space.distinct() if c.key() in missing})
     for config in wanted:
-        if config.key() in found:
-            study.enqueue_trial(found[config.key()], skip_if_exists=True)
+        params = found.get(config.key())
+        if params is not None:
+            study.enqueue_trial(params, skip_if_exists=True)

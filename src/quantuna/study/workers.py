@@ -8,7 +8,7 @@ shared measurements need:
   mutex and spent + running trials leave room (:class:`BudgetGate`). When no room is left but
   other workers' trials are still running, it waits: one of them may die, be failed by its
   heartbeat and need a retry.
-- :class:`~quantuna.study.sampler.WorkerSampler` seeds each worker's sampler differently
+- :class:`~quantuna.study.worker_sampler.WorkerSampler` seeds each worker's sampler differently
   (workers with one seed would propose the same configs): from the number of the first trial the
   worker runs, unique across workers and machines. Trial 0 keeps the spec's seed, so a
   single-process study is reproducible.
@@ -47,8 +47,8 @@ from quantuna.study.exhaustion import SpaceWatch
 from quantuna.study.interrupt import noticing_ctrl_c
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import check_budget, load_results, run_study
-from quantuna.study.sampler import WorkerSampler
 from quantuna.study.storage import heartbeat_settings
+from quantuna.study.worker_sampler import WorkerSampler
 
 logger = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
