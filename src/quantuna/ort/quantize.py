@@ -110,7 +110,7 @@ def unfoldable_activations(graph: onnx.GraphProto, ranges: Path, config: QuantCo
     onnxruntime could not fold safely, kept in fp32 as before folding: those whose input another
     node also reads (QOperator would then drop the activation, QDQ add a Q/DQ pair), whose input or
     output is a graph input or output, or whose input or output has no calibrated range."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
+    from onnxruntime.quantization import load_tensors_data
 
     calibrated = set(load_tensors_data(ranges))
     readers: dict[str, int] = {}
