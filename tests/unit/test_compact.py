@@ -137,3 +137,36 @@ def test_a_quantized_file_is_compact_and_rebuilt_byte_for_byte(tmp_path: Path, f
     assert {o.domain for o in written.opset_import} <= used | {"ai.onnx"}
     again = _quantized(tmp_path, model, _static(fmt), "again")
     assert again.read_bytes() == out.read_bytes()  # what quantuna apply relies on
+
+
+def test_a_control_flow_body_reads_the_merged_name_and_keeps_its_own_shadowing_one() -> None:
+    """y = If(cond, then: x * a2 (an outer copy of a), else: x * b with b the body's own, equal
+    to the outer b): a2 is read as a inside the body; the outer b is never merged into."""
+    half = np.full((2,), 0.5, np.float32)
+    then = helper.make_graph([helper.make_node("Mul", ["x", "a2"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Mul", ["x", "b"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+                              [numpy_helper.from_array(half * 4, "b")])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Mul", ["m", "b"], ["n"]),
+         helper.make_node("If", ["cond"], ["i"], then_branch=then, else_branch=other),
+         helper.make_node("Add", ["n", "i"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(half, n) for n in ("a", "a2", "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    before = model.SerializeToString()
+    compacted = compact(model)
+    assert [t.name for t in compacted.graph.initializer] == ["a", "b"]
+    bodies = {a.name: a.g for a in compacted.graph.node[2].attribute}
+    assert bodies["then_branch"].node[0].input[1] == "a"  # the body reads the kept copy
+    assert bodies["else_branch"].node[0].input[1] == "b"  # its own b, not the outer one
+    x = np.array([1.0, -2.0], np.float32)
+    for cond in (True, False):
+        feed = {"x": x, "cond": np.array(cond)}
+        run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+               for m in (before, compacted.SerializeToString())]
+        assert np.array_equal(run[0], run[1])
