@@ -30,7 +30,7 @@ from quantuna.export_inputs import map_calibration
 from quantuna.export_read import ExportedConfig
 from quantuna.model import inspect_model
 from quantuna.ort.calibrate import compute_ranges
-from quantuna.ort.options import quantizable_op_types
+from quantuna.ort.options import calibrated_op_types, quantizable_op_types
 from quantuna.ort.prepare import PrepareSettings, prepare_model
 from quantuna.ort.quantize import quantize
 from quantuna.spec import DataSource
@@ -180,10 +180,11 @@ def apply(
         if exported.config.approach == "static":
             data, batch_size = _calibration_data(exported, info, calibration, trust_code, finding)
             ranges = Path(tmp) / "ranges.json"
-            # the config's own op types: each tensor's range is computed on its own, so these are
-            # the ranges the study's wider calibration gave the tensors this config quantizes
+            # the config's own op types and the activations folded into them: each tensor's range
+            # is computed on its own, so these are the ranges the study's wider calibration gave
+            # the tensors this config quantizes
             compute_ranges(info.path, exported.config, data, batch_size, ranges,
-                           op_types=exported.config.op_types)
+                           op_types=calibrated_op_types(exported.config.op_types))
         built = quantize(info, exported.config, Path(tmp) / "model.onnx", ranges=ranges)
         if out is not None:
             atomic_write(Path(out), built.read_bytes())

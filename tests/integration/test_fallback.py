@@ -85,7 +85,7 @@ def broken_spec(exclude: int | str) -> dict[str, object]:
         "tuning": {
             "multi_objectives": {"objective": ["accuracy", "performance", "modelsize"],
                                  "higher_is_better": [True, False, False]},
-            "accuracy_criterion": {"relative": 0.02},
+            "accuracy_criterion": {"relative": 0.03},  # int8 fc1 + fc4 lose 1.7-2.3 % (rounding)
         },
         "measure": {"performance": {"batch_size": 1, "warmup": 2, "iterations": 10, "threads": 1}},
         "space": {"op_types": {"Gemm": ["int8"]}, "exclude_sensitive_nodes": exclude},

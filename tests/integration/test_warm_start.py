@@ -35,6 +35,8 @@ def test_a_space_with_both_formats_tries_the_other_one_early(tiny_dir: Path) -> 
     spec = tiny_spec(tiny_dir)
     spec["space"] = {"quant_format": ["QDQ", "QOperator"], "calibrate_method": ["MinMax", "Percentile"],
                      "percentile": [99.9]}
+    spec["tuning"]["multi_objectives"] = {"objective": ["accuracy", "performance"],
+                                          "higher_is_better": [True, False]}
     result = run_study(write_spec(tiny_dir, spec), n_trials=10)
     first = [t.user_attrs["summary"] for t in result.study.trials[:6]]
     assert first == [
@@ -43,6 +45,20 @@ def test_a_space_with_both_formats_tries_the_other_one_early(tiny_dir: Path) -> 
         "static QOperator U8S8 MinMax/40 [Conv,Gemm]",  # the default int8 config, other format
         "static QDQ U8S8 MinMax/40 [Conv]", "static QDQ U8S8 MinMax/40 [Gemm]",
     ]
+
+
+def test_with_modelsize_an_objective_the_warm_start_leads_with_the_smaller_format(tiny_dir: Path) -> None:
+    spec = tiny_spec(tiny_dir)  # objectives: accuracy, performance, modelsize
+    spec["space"] = {"quant_format": ["QDQ", "QOperator"], "calibrate_method": ["MinMax"]}
+    result = run_study(write_spec(tiny_dir, spec), n_trials=10)
+    trials = result.study.trials
+    first = [t.user_attrs["summary"] for t in trials[:4]]
+    assert first == [
+        "static QOperator U8S8 MinMax/40 [Conv,Gemm]", "fp32",
+        "static QDQ U8S8 MinMax/40 [Conv,Gemm]",  # the other format follows
+        "static QOperator U8S8 MinMax/40 [Conv]",
+    ]
+    assert trials[0].user_attrs["model_bytes"] < trials[2].user_attrs["model_bytes"]
 
 
 def test_a_small_budget_leaves_no_warm_start_trial_waiting(tiny_spec_path: Path) -> None:

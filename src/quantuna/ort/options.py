@@ -56,14 +56,41 @@ def follower_op_types() -> dict[str, frozenset[str]]:
             "QOperator": followers(QLinearOpsRegistry, (Direct8BitOp,))}
 
 
+def folded_activations() -> frozenset[str]:
+    """The activations onnxruntime folds into the quantized node before them (its QDQ registry's
+    removable activations: Relu, Clip): that node's output is quantized with the activation's
+    range and the activation dropped, in both static formats, as Neural Compressor does.
+    Otherwise the node's output is quantized, dequantized for an fp32 Relu and quantized again."""
+    from onnxruntime.quantization.operators.activation import QDQRemovableActivation
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return frozenset(op for op, kind in QDQRegistry.items() if issubclass(kind, QDQRemovableActivation))
+
+
+def folds_activations(config: QuantConfig) -> bool:
+    """Whether ``config``'s quantizer folds :func:`folded_activations` (static, asymmetric
+    activations: onnxruntime keeps them, with Q/DQ pairs around, when activations are symmetric)."""
+    return config.approach == "static" and not config.activation_symmetric
+
+
+def calibrated_op_types(op_types: list[str] | tuple[str, ...]) -> list[str]:
+    """The op types whose tensors are calibrated for configs quantizing ``op_types``: those and
+    the :func:`folded_activations` (a fold needs the activation's output range)."""
+    return sorted(set(op_types) | folded_activations())
+
+
 def quantizer_kwargs(config: QuantConfig, nodes_to_exclude: list[str], *,
                      subgraphs: bool = False) -> dict[str, Any]:
-    """The keyword arguments both onnxruntime quantizers take, for ``config``."""
+    """The keyword arguments both onnxruntime quantizers take, for ``config``; a static
+    config's op types include the :func:`folded_activations` (see :func:`folds_activations`)."""
     from onnxruntime.quantization import QuantType
 
     _, weight = TYPE_PAIRS[config.types or "U8S8"]
+    op_types = list(config.op_types)
+    if folds_activations(config):
+        op_types += sorted(folded_activations() - set(op_types))
     return {
-        "op_types_to_quantize": list(config.op_types),
+        "op_types_to_quantize": op_types,
         "per_channel": bool(config.per_channel),
         "reduce_range": bool(config.reduce_range),
         "weight_type": QuantType[weight],

@@ -17,8 +17,14 @@ from quantuna.config import QuantConfig
 from quantuna.errors import TrialError
 from quantuna.model import ModelInfo
 from quantuna.ort._capture import captured
+from quantuna.ort.compact import compact, graphs
 from quantuna.ort.fuse import fused_model
-from quantuna.ort.options import quantizer_kwargs, static_kwargs
+from quantuna.ort.options import (
+    folded_activations,
+    folds_activations,
+    quantizer_kwargs,
+    static_kwargs,
+)
 from quantuna.ort.smooth import SCALES_KEY, apply_smoothing
 from quantuna.ort.weight_only import quantize_weight_only
 
@@ -36,7 +42,7 @@ def nodes_to_exclude(config: QuantConfig, model: ModelInfo) -> list[str]:
 def quantize(
     model: ModelInfo, config: QuantConfig, out: Path, *, ranges: Path | None = None
 ) -> Path:
-    """Write the model that ``config`` describes to ``out``.
+    """Write the model that ``config`` describes to ``out``, compacted (:mod:`~quantuna.ort.compact`).
 
     Args:
         model: the fp32 model.
@@ -77,19 +83,49 @@ def quantize(
             elif config.approach == "dynamic":
                 quantize_dynamic(onnx.load(str(model.path)), staged, **common)
             else:
+                assert ranges is not None
                 source = model.path
                 if config.smooth_quant:
-                    assert ranges is not None
                     source = _smoothed(model.path, ranges, Path(tmp), common["nodes_to_exclude"])
+                proto = onnx.load(str(source))
+                if folds_activations(config):
+                    unsafe = unfoldable_activations(proto.graph, ranges, config)
+                    if "" in unsafe:  # an unnamed one cannot be kept in fp32: fold none
+                        common["op_types_to_quantize"] = list(config.op_types)
+                    common["nodes_to_exclude"] += unsafe
                 quantize_static(
-                    onnx.load(str(source)), staged, calibration_data_reader=None,
+                    proto, staged, calibration_data_reader=None,
                     calibration_cache_path=ranges, **static_kwargs(config), **common,
                 )
+            onnx.save(compact(onnx.load(str(staged))), str(staged))
         os.replace(staged, out)
     except Exception as exc:
         staged.unlink(missing_ok=True)
         raise TrialError(f"onnxruntime cannot quantize {config.summary()}: {exc}") from exc
     return out
+
+
+def unfoldable_activations(graph: onnx.GraphProto, ranges: Path, config: QuantConfig) -> list[str]:
+    """The :func:`~quantuna.ort.options.folded_activations` nodes (outside ``config.op_types``)
+    onnxruntime could not fold safely, kept in fp32 as before folding: those whose input another
+    node also reads (QOperator would then drop the activation, QDQ add a Q/DQ pair), whose input or
+    output is a graph input or output, or whose input or output has no calibrated range."""
+    from onnxruntime.quantization import load_tensors_data
+
+    calibrated = set(load_tensors_data(ranges))
+    readers: dict[str, int] = {}
+    for g in graphs(graph):
+        for node in g.node:
+            for name in node.input:
+                readers[name] = readers.get(name, 0) + 1
+    boundary = {i.name for i in graph.input} | {o.name for o in graph.output}
+    folded = folded_activations() - set(config.op_types)
+    return [
+        node.name for node in graph.node
+        if node.op_type in folded
+        and (readers.get(node.input[0], 0) != 1 or {node.input[0], node.output[0]} & boundary
+             or not {node.input[0], node.output[0]} <= calibrated)
+    ]
 
 
 def _smoothed(source: Path, ranges: Path, tmp: Path, excluded: list[str]) -> Path:

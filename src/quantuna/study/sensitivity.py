@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -163,12 +165,14 @@ def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
     """The configs tried first. With a ``fallback`` (``auto``): the default int8 config with the
     fallback's prefix in fp32 (known feasible). Otherwise: the default int8 config, then it with
     the most sensitive node (and then all K sensitive nodes) in fp32. Then fp32, then (with
-    ``spread``) :func:`spread_configs`. When the calibration data has outliers
+    ``spread``) :func:`spread_configs`. The default config is in the format of the smaller file
+    when the model size is an objective (:func:`smaller_format`). When the calibration data has outliers
     (:func:`~quantuna.data.outlier_inputs`), the first config is calibrated with
     :func:`robust_calibration` instead."""
     default = session.space.default_int8()
     if default is None:
         return [QuantConfig()]
+    default = smaller_format(session, default)
     if fallback is not None:
         first = replace(default, exclude_nodes=fallback.nodes)
         configs = [first, QuantConfig(), *(spread_configs(session, first) if spread else [])]
@@ -181,6 +185,33 @@ def warm_start_configs(session: Session, fallback: Fallback | None = None, *,
             configs.append(replace(default, exclude_nodes=tuple(sensitive)))
     configs += [QuantConfig(), *(spread_configs(session, default) if spread else [])]
     return _robust_first(session, configs)
+
+
+def smaller_format(session: Session, config: QuantConfig) -> QuantConfig:
+    """``config`` in QOperator when the model size is one of the study's objectives and the space
+    offers ``config`` in that format (same op types): QOperator files hold no DequantizeLinear per
+    weight and bias and no Q/DQ pair per quantized tensor, so they are smaller for the same int8
+    weights (studies/benchmarks/RESULTS.md, figure 8). Otherwise ``config``.
+
+    The config is built by the space itself, answering each knob as ``config`` does, so it is one
+    the space enumerates (else the warm start would skip it)."""
+    if ("modelsize" not in session.objective_names or config.approach != "static"
+            or config.quant_format == "QOperator"):
+        return config
+    wanted = replace(config, quant_format="QOperator")
+
+    def choose(name: str, values: Sequence[Any]) -> Any:
+        if name == "quant_format":
+            value: Any = "QOperator"
+        elif name.startswith("op."):
+            value = "int8" if name[3:] in config.op_types else "fp32"
+        elif name.startswith("node."):
+            value = "fp32" if name[5:] in config.exclude_nodes else "int8"
+        else:
+            value = getattr(config, name, None)
+        return value if value in values else values[0]
+
+    return wanted if session.space.build(choose) == wanted else config
 
 
 def start_config(session: Session) -> QuantConfig | None:

@@ -35,7 +35,7 @@ from quantuna.ort.calibrate import RangeCache
 from quantuna.ort.fuse import fused_model
 from quantuna.ort.latency import Reference, Timing
 from quantuna.ort.measure import AccuracyTask, probe_metric
-from quantuna.ort.options import follower_op_types, quantizable_by_mode
+from quantuna.ort.options import calibrated_op_types, follower_op_types, quantizable_by_mode
 from quantuna.ort.prepare import (
     Prepared,
     PrepareSettings,
@@ -206,7 +206,7 @@ def _prepare(spec: StudySpec, scratch: Path, *, mode: str | None,
     preparation = _keep(spec, preparation)  # every check passed
     model = replace(model, path=preparation.path)
     ranges = RangeCache(spec.workdir / "ranges", model.path, model.sha256, calibration_set,
-                        calib_batch, op_types=sorted(space.op_knobs))
+                        calib_batch, op_types=calibrated_op_types(list(space.op_knobs)))
     return Session(
         spec=spec,
         mode=mode,
@@ -241,7 +241,7 @@ def _space(spec: StudySpec, model: ModelInfo, calibration: Dataset) -> SearchSpa
             f"has {len(calibration)}"
         )
     if "static" in spec.space.approach:  # onnxruntime's calibrators hold every sample's tensors
-        per_sample = tensor_bytes_per_sample(model.path, sorted(space.op_knobs),
+        per_sample = tensor_bytes_per_sample(model.path, calibrated_op_types(list(space.op_knobs)),
                                              sample_shapes(calibration.inputs))
         check_fits(per_sample, [(m, n) for m in spec.space.calibrate_method
                                 for n in space.calibration_sizes], where=where)
