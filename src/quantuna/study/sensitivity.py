@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -193,25 +191,13 @@ def smaller_format(session: Session, config: QuantConfig) -> QuantConfig:
     weight and bias and no Q/DQ pair per quantized tensor, so they are smaller for the same int8
     weights (studies/benchmarks/RESULTS.md, figure 8). Otherwise ``config``.
 
-    The config is built by the space itself, answering each knob as ``config`` does, so it is one
-    the space enumerates (else the warm start would skip it)."""
+    Only a config the space builds (:meth:`SearchSpace.params_for`), else the warm start would
+    skip it."""
     if ("modelsize" not in session.objective_names or config.approach != "static"
             or config.quant_format == "QOperator"):
         return config
     wanted = replace(config, quant_format="QOperator")
-
-    def choose(name: str, values: Sequence[Any]) -> Any:
-        if name == "quant_format":
-            value: Any = "QOperator"
-        elif name.startswith("op."):
-            value = "int8" if name[3:] in config.op_types else "fp32"
-        elif name.startswith("node."):
-            value = "fp32" if name[5:] in config.exclude_nodes else "int8"
-        else:
-            value = getattr(config, name, None)
-        return value if value in values else values[0]
-
-    return wanted if session.space.build(choose) == wanted else config
+    return wanted if session.space.params_for(wanted, search=False) is not None else config
 
 
 def start_config(session: Session) -> QuantConfig | None:
