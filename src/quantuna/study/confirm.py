@@ -70,9 +70,10 @@ def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
     """Re-time the front and fp32 together until every candidate has confirmed figures.
 
     Confirmed figures can change the front (a trial that looked fast may not be); a second pass
-    times the new front. Figures of earlier passes stay (each is a ratio to fp32 timed in its own
-    pass). Returns the study's results read again. Off with ``measure.confirm: false``, without a
-    performance objective, or without a feasible front.
+    times the trials the new figures brought in, with fp32 (the first pass's trials are not timed
+    again, nor their models rebuilt). Figures of earlier passes stay (each is a ratio to fp32
+    timed in its own pass). Returns the study's results read again. Off with
+    ``measure.confirm: false``, without a performance objective, or without a feasible front.
     """
     settings = session.spec.measure.confirm_settings
     if settings is None or LATENCY not in result.objective_names or session.timing is None:
@@ -81,26 +82,65 @@ def confirm_front(study: optuna.Study, session: Session, result: TuneResult,
     if here is not None and result.cpus is not None and here in result.cpus.trials \
             and here != result.cpus.reference:
         result = collect_results(study, session, cpu=here.id)  # the front of this host's CPU
-    for _ in range(passes):
-        chosen = candidates(result, settings.candidates)
-        stored = dict(study.user_attrs.get(attrs.CONFIRMED) or {})
-        done = _tagged(stored)
-        if not chosen or all(str(t.number) in done for t in chosen):
-            break
-        start = time.perf_counter()
-        try:
-            with phase(f"confirming {len(chosen)} trials: re-timing them with fp32"):
-                record = _measure(session, chosen, settings.rounds)
-        except Exception as exc:  # noqa: BLE001  (the study's results stand without it)
-            logger.warning("the confirm phase failed (%s: %s); reporting the trials' own figures",
-                           type(exc).__name__, exc)
-            break
-        record["seconds"] = time.perf_counter() - start - record["lock_wait"]
-        record["trials"] = {**done, **record["trials"]}
-        study.set_user_attr(attrs.CONFIRMED, record)
-        logger.info("confirmed trials %s against fp32 in %.1f s", sorted(record["trials"]), record["seconds"])
-        result = collect_results(study, session)
+    built = _Rebuilt(session)
+    timed: set[str] = set()  # the trials a pass of this call timed
+    try:
+        for _ in range(passes):
+            chosen = candidates(result, settings.candidates)
+            stored = dict(study.user_attrs.get(attrs.CONFIRMED) or {})
+            done = _tagged(stored)
+            if not chosen or all(str(t.number) in done for t in chosen):
+                break
+            todo = [t for t in chosen if str(t.number) not in timed]
+            start = time.perf_counter()
+            try:
+                with phase(f"confirming {len(todo)} trials: re-timing them with fp32"):
+                    record = _measure(session, todo, settings.rounds, built)
+            except Exception as exc:  # noqa: BLE001  (the study's results stand without it)
+                logger.warning("the confirm phase failed (%s: %s); reporting the trials' own figures",
+                               type(exc).__name__, exc)
+                break
+            record["seconds"] = time.perf_counter() - start - record["lock_wait"]
+            timed.update(record["trials"])
+            record["trials"] = {**done, **record["trials"]}
+            study.set_user_attr(attrs.CONFIRMED, record)
+            logger.info("confirmed trials %s against fp32 in %.1f s", sorted(record["trials"]),
+                        record["seconds"])
+            result = collect_results(study, session)
+    finally:
+        built.remove()
     return result
+
+
+class _Rebuilt:
+    """The model files rebuilt by one confirm phase, one per distinct model (kept across its
+    passes, removed at its end), and whether each trial's rebuild gave its bytes again."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.directory = session.spec.workdir / "models"
+        self.paths: dict[str, Path] = {}
+        self.identical: dict[int, bool] = {}
+
+    @staticmethod
+    def key(trial: TrialResult) -> str:
+        """Trials with the same bytes share one file (and one timing)."""
+        return trial.model_sha256 or f"trial-{trial.number}"
+
+    def path(self, trial: TrialResult) -> Path:
+        """The trial's model file, rebuilt now unless this phase already has its bytes."""
+        key = self.key(trial)
+        if key not in self.paths:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.paths[key] = _rebuild(self.session, trial, self.directory)
+        if trial.number not in self.identical:
+            self.identical[trial.number] = trial.model_sha256 == sha256_file(self.paths[key])
+        return self.paths[key]
+
+    def remove(self) -> None:
+        """Delete every rebuilt file."""
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
 
 
 def _facts(session: Session) -> dict[str, Any]:
@@ -118,31 +158,20 @@ def _tagged(stored: dict[str, Any]) -> dict[str, Any]:
             for n, f in (stored.get("trials") or {}).items()}
 
 
-def _measure(session: Session, chosen: list[TrialResult], rounds: int) -> dict[str, Any]:
+def _measure(session: Session, chosen: list[TrialResult], rounds: int,
+             built: _Rebuilt) -> dict[str, Any]:
     assert session.timing is not None
-    directory = session.spec.workdir / "models"
-    directory.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    identical: dict[int, bool] = {}
-    try:
-        for t in chosen:
-            key = t.model_sha256 or f"trial-{t.number}"
-            if key not in paths:
-                paths[key] = _rebuild(session, t, directory)
-            identical[t.number] = t.model_sha256 == sha256_file(paths[key])
-        batch = next(session.evaluation.batches(session.spec.measure.performance.batch_size))[0]
-        keys = list(paths)
-        stats, waited = retime([paths[k] for k in keys], batch, session.spec.measure,
-                               session.timing, rounds)
-    finally:
-        for path in paths.values():
-            path.unlink(missing_ok=True)
+    paths = {built.key(t): built.path(t) for t in chosen}
+    batch = next(session.evaluation.batches(session.spec.measure.performance.batch_size))[0]
+    keys = list(paths)
+    stats, waited = retime([paths[k] for k in keys], batch, session.spec.measure, session.timing,
+                           rounds)
     by_key = dict(zip(keys, stats))
     facts = _facts(session)
     trials = {}
     for t in chosen:
-        figures = by_key[t.model_sha256 or f"trial-{t.number}"]
-        trials[str(t.number)] = {**figures.to_dict(), "rebuilt_identical": identical[t.number],
+        figures = by_key[built.key(t)]
+        trials[str(t.number)] = {**figures.to_dict(), "rebuilt_identical": built.identical[t.number],
                                  MEASURED_ON: facts_of(facts)}
     first = stats[0]
     return {

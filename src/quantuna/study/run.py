@@ -53,14 +53,16 @@ def worker_sampler(session: Session, seed: int | None,
 
 
 def open_study(session: Session, *, sampler_seed: int | None = None,
-               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create or load the spec's study, checking that an existing one was made the same way."""
+               sampler: optuna.samplers.BaseSampler | None = None,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """Create or load the spec's study (in ``storage``, default: the spec's, opened now),
+    checking that an existing one was made the same way."""
     spec = session.spec
     seed = spec.study.seed if sampler_seed is None else sampler_seed
     try:
         study = optuna.create_study(
             study_name=spec.name,
-            storage=make_storage(spec.storage),
+            storage=storage if storage is not None else make_storage(spec.storage),
             directions=session.directions,
             sampler=worker_sampler(session, seed, sampler),
             pruner=optuna.pruners.NopPruner(),  # quantuna's loop stops hopeless trials itself
@@ -269,9 +271,9 @@ def load_results(spec: SpecSource | optuna.Study, study_spec: SpecSource | None 
         return _results_of_study(spec, study_spec, mode, cpu)
     spec = load_spec(spec, storage=storage)
     require_existing(spec.storage, where=spec.where)
-    stored_mode = _stored_mode(spec)
-    session = prepare(spec, mode=mode or stored_mode)
-    study = open_study(session)
+    opened = make_storage(spec.storage)  # once: its study's mode is read before the session
+    session = prepare(spec, mode=mode or _stored_mode(spec, opened))
+    study = open_study(session, storage=opened)
     if attrs.BASELINE not in study.user_attrs:
         raise SpecError(f"{spec.where}: study {spec.name!r} has no trial yet; run `quantuna run` first")
     return collect_results(study, session, cpu)
@@ -301,9 +303,9 @@ def as_the_users_study(session: Session, study: optuna.Study) -> Session:
     return replace(session, spec=replace(session.spec, name=study.study_name, storage=url))
 
 
-def _stored_mode(spec: StudySpec) -> str | None:
+def _stored_mode(spec: StudySpec, storage: optuna.storages.BaseStorage) -> str | None:
     try:
-        study = optuna.load_study(study_name=spec.name, storage=make_storage(spec.storage))
+        study = optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
         raise SpecError(
             f"{spec.where}: no study {spec.name!r} in {redact_url(spec.storage)}; "
