@@ -175,11 +175,8 @@ def test_deferred_user_attrs_wait_for_the_block_end_even_when_it_raises(tmp_path
         assert "types" not in study.get_trials()[2].params
 
 
-def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp_path: Any) -> None:
-    from optuna.trial import TrialState
-
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
-    study.tell(study.ask(), 1.0)
+def _counted_reads(study: optuna.Study) -> list[int]:
+    """A list that gets one item per read of the study's trials from its storage."""
     storage = _compat.study_storage(study)
     reads: list[int] = []
     real = storage.get_all_trials
@@ -189,6 +186,15 @@ def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp
         return real(*args, **kwargs)
 
     storage.get_all_trials = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_the_per_trial_read_is_one_storage_read_shared_with_the_base_sampler(tmp_path: Any) -> None:
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    study.tell(study.ask(), 1.0)
+    reads = _counted_reads(study)
     trial = study.ask()
     reads.clear()  # (ask reads the waiting trials)
     running = _compat.trials_of_this_trial(study, (TrialState.RUNNING,))
@@ -209,17 +215,9 @@ def test_a_new_trials_shared_read_starts_from_its_asks_read(tmp_path: Any) -> No
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}")
     study.tell(study.ask(), 1.0)
     study.enqueue_trial({"x": 1})
-    storage = _compat.study_storage(study)
-    reads: list[int] = []
-    real = storage.get_all_trials
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        reads.append(1)
-        return real(*args, **kwargs)
-
     trial = study.ask()  # pops the waiting trial: its read is the cache's
-    frozen = storage.get_trial(_compat.trial_id(trial))
-    storage.get_all_trials = counted  # type: ignore[method-assign]
+    frozen = _compat.study_storage(study).get_trial(_compat.trial_id(trial))
+    reads = _counted_reads(study)
     _compat.prime_trial_read(study, frozen)
     running = _compat.trials_of_this_trial(study, (TrialState.RUNNING,))
     done = _compat.trials_of_this_trial(study, (TrialState.COMPLETE,))

@@ -18,10 +18,11 @@ Subgraphs of ``If``/``Loop``/``Scan`` are counted too.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
+
+from quantuna.ort.compact import graphs
 
 INTEGER_OP_TYPES = frozenset({
     "QGemm", "QAttention", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
@@ -29,16 +30,6 @@ INTEGER_OP_TYPES = frozenset({
     "MatMulIntegerToFloat", "GatherBlockQuantized",  # weight-only int4/int8 (MatMulNBits above)
 })
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
 
 
 def _count_graph(graph: onnx.GraphProto, counts: Counter[str]) -> None:
@@ -75,6 +66,6 @@ def count_int8_ops(model: Path | onnx.ModelProto) -> dict[str, int]:
     """
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     counts: Counter[str] = Counter()
-    for graph in _graphs(proto.graph):
+    for graph in graphs(proto.graph):
         _count_graph(graph, counts)
     return dict(sorted(counts.items()))
