@@ -3,8 +3,11 @@
 - ids and internals of studies and trials (``_storage``, ``_study_id``, ``_trial_id``,
   ``_stop_flag``, the per-trial read ``_get_trials(use_cache=True)`` that
   :func:`trials_of_this_trial` and :func:`sharing_trial_read` share; :func:`study_view` replaces
-  ``_get_trials`` with one read already made), and the RDB storage behind
-  Optuna's cache (``_CachedStorage._backend``);
+  ``_get_trials`` with one read already made; :func:`prime_trial_read` starts it from
+  ``_CachedStorage._studies`` under its ``_lock`` and :func:`share_trial_read` replaces it, both
+  through ``Study._thread_local.cached_all_trials``), and the RDB storage behind Optuna's cache
+  (``_CachedStorage._backend``; :func:`count_rdb_trials` counts with ``optuna.storages._rdb``'s
+  models and ``_create_scoped_session``);
 - :class:`HeartbeatJournalStorage`: Optuna's journal storage with the heartbeat protocol of
   ``optuna.storages._heartbeat.BaseHeartbeat`` (its private ``_get_stale_trial_ids`` hook);
 - :func:`feasible_best_trials`: optuna-dashboard's ``_app.get_pareto_front_trials``;
