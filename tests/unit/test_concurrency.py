@@ -112,3 +112,34 @@ def test_a_ctrl_c_swallowed_by_a_gc_callback_prints_no_traceback(capsys: pytest.
         sys.unraisablehook = previous
     assert [type(i.exc_value) for i in seen] == [ValueError]  # others still reach the old hook
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_jobs_parent_drops_a_ctrl_c_that_lands_in_a_gc_callback(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ``--jobs`` parent waits for its workers with the same quiet hook as a trial loop: a
+    Ctrl-C there printed "Exception ignored in ... _collection_gced" with a traceback."""
+    import gc
+    import weakref
+
+    from quantuna.study.interrupt import quiet_unraisable_interrupts
+
+    class Thing:
+        pass
+
+    def raising(ref: Any) -> None:
+        raise KeyboardInterrupt
+
+    seen: list[Any] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with quiet_unraisable_interrupts():
+            thing = Thing()
+            ref = weakref.ref(thing, raising)
+            del thing
+            gc.collect()
+            assert ref() is None
+        sys.unraisablehook(type("Info", (), {"exc_value": KeyboardInterrupt()})())  # after: as before
+    finally:
+        sys.unraisablehook = previous
+    assert [type(i.exc_value) for i in seen] == [KeyboardInterrupt]
+    assert "Traceback" not in capsys.readouterr().err

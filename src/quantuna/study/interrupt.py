@@ -36,26 +36,11 @@ class Interrupt:
             yield self
             return
         previous = signal.signal(signal.SIGINT, self.handler)
-        hook = sys.unraisablehook
-        sys.unraisablehook = self._unraisable(hook)
         try:
-            yield self
+            with quiet_unraisable_interrupts():
+                yield self
         finally:
             signal.signal(signal.SIGINT, previous)
-            sys.unraisablehook = hook
-
-    @staticmethod
-    def _unraisable(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """A KeyboardInterrupt raised inside a garbage-collector callback (SQLAlchemy has some)
-        cannot propagate; Python would print it with a traceback. It is dropped quietly: the
-        request is recorded, and the study stops after the running trial."""
-
-        def unraisable(info: Any) -> None:
-            if isinstance(info.exc_value, KeyboardInterrupt):
-                return
-            hook(info)
-
-        return unraisable
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
         """The objective, raising KeyboardInterrupt at its start once Ctrl-C was pressed."""
@@ -96,3 +81,23 @@ def noticing_ctrl_c() -> Iterator[list[bool]]:
         yield seen
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def quiet_unraisable_interrupts() -> Iterator[None]:
+    """A KeyboardInterrupt raised inside a garbage-collector callback (SQLAlchemy has some)
+    cannot propagate; Python would print it with a traceback ("Exception ignored in ...").
+    Inside the block it is dropped quietly: whoever handles Ctrl-C has seen the signal (the
+    study stops after the running trial; the ``--jobs`` parent stops its workers)."""
+    hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            return
+        hook(info)
+
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook

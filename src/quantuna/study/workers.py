@@ -44,7 +44,7 @@ from quantuna.study.budget import count_spent
 from quantuna.study.confirm import confirm_front
 from quantuna.study.cpus import cpu_of
 from quantuna.study.exhaustion import SpaceWatch
-from quantuna.study.interrupt import noticing_ctrl_c
+from quantuna.study.interrupt import noticing_ctrl_c, quiet_unraisable_interrupts
 from quantuna.study.mutex import StudyMutex
 from quantuna.study.run import check_budget, load_results, run_study
 from quantuna.study.storage import heartbeat_settings
@@ -194,6 +194,17 @@ def _children_ignore_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _wait_for(procs: list[Any], study: optuna.Study, spent: int,
+              on_progress: Callable[[optuna.Study, int], None] | None) -> None:
+    """Wait for the worker processes, telling ``on_progress`` how many more trials were spent."""
+    while any(proc.is_alive() for proc in procs):
+        next(p for p in procs if p.is_alive()).join(timeout=1.0)
+        now = count_spent(study)
+        if now > spent and on_progress is not None:
+            on_progress(study, now - spent)
+        spent = max(spent, now)
+
+
 def run_jobs(
     spec: str | Path,
     *,
@@ -251,12 +262,8 @@ def run_jobs(
         with _children_ignore_ctrl_c():
             for proc in procs:
                 proc.start()
-        while any(proc.is_alive() for proc in procs):
-            next(p for p in procs if p.is_alive()).join(timeout=1.0)
-            now = count_spent(study)
-            if now > spent and on_progress is not None:
-                on_progress(study, now - spent)
-            spent = max(spent, now)
+        with quiet_unraisable_interrupts():  # Ctrl-C may land in SQLAlchemy's gc callbacks
+            _wait_for(procs, study, spent, on_progress)
     except BaseException:  # Ctrl-C, SIGTERM, or anything else: no worker outlives the parent
         stopping.set()  # a worker still booting leaves as soon as it can
         _stop(procs)
