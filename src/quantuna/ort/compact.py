@@ -12,7 +12,8 @@ copies of them are stored. The same input gives the same output bytes (no set or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import onnx
 
@@ -86,29 +87,28 @@ def _merge_identical_initializers(graph: onnx.GraphProto) -> None:
             for i, name in enumerate(node.input):
                 if name in renamed:
                     node.input[i] = renamed[name]
-    kept = [t for t in graph.initializer if t.name not in renamed]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _keep(graph.initializer, lambda t: t.name not in renamed)
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     """Initializers no node reads (neither graph inputs nor outputs)."""
     keep = _used_names(graph) | {i.name for i in graph.input}
-    if all(t.name in keep for t in graph.initializer):
-        return
-    kept = [t for t in graph.initializer if t.name in keep]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _keep(graph.initializer, lambda t: t.name in keep)
 
 
 def _drop_stale_value_info(graph: onnx.GraphProto) -> None:
     """``value_info`` of tensors no node produces any more (renamed by the quantizer)."""
     produced = {o for node in graph.node for o in node.output} | {t.name for t in graph.initializer}
-    if all(v.name in produced for v in graph.value_info):
+    _keep(graph.value_info, lambda v: v.name in produced)
+
+
+def _keep(entries: Any, wanted: Callable[[Any], bool]) -> None:
+    """Keep only the ``wanted`` entries of a repeated protobuf field, in their order."""
+    if all(wanted(e) for e in entries):
         return
-    kept = [v for v in graph.value_info if v.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
+    kept = [e for e in entries if wanted(e)]
+    del entries[:]
+    entries.extend(kept)
 
 
 def _drop_unused_opsets(model: onnx.ModelProto) -> None:

@@ -28,7 +28,8 @@ def count_spent(study: optuna.Study) -> int:
     """Trials that used up budget (see :func:`is_spent`): on an ``RDBStorage`` one ``COUNT``
     statement (it runs after every trial; loading the trials costs seven statements), on other
     storages a count over the study's trials."""
-    spent = count_rdb_trials(study_storage(study), study, FINISHED[:2], FAIL_REASON)
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # + FAIL with a reason
+    spent = count_rdb_trials(study_storage(study), study, done, FAIL_REASON)
     if spent is not None:
         return spent
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if is_spent(t))
